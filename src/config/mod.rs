@@ -1,0 +1,492 @@
+//! Owns configuration: flags, `ELASTICACHE_AUTH_PROXY_*` environment variables and a TOML file merged
+//! (flags > env > file > defaults) and validated into [`Config`]; it does not open sockets or log.
+
+mod value;
+
+use std::{
+    fmt, fs,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+pub use value::{AuthMode, ByteSize, HumanDuration, LogFormat, LogLevel, UnixMode, Upstream};
+
+use crate::auth::Secret;
+
+/// Prefix of every setting's environment variable: `ELASTICACHE_AUTH_PROXY_<SETTING_IN_UPPER_SNAKE>`.
+pub const ENV_PREFIX: &str = "ELASTICACHE_AUTH_PROXY_";
+
+/// `stringify!(snake_name)` as a `&'static str` in kebab-case, computed at compile time.
+macro_rules! kebab {
+    ($s:expr) => {{
+        const BYTES: [u8; $s.len()] = {
+            let mut b = [0u8; $s.len()];
+            let mut i = 0;
+            while i < b.len() {
+                b[i] = if $s.as_bytes()[i] == b'_' {
+                    b'-'
+                } else {
+                    $s.as_bytes()[i]
+                };
+                i += 1;
+            }
+            b
+        };
+        match std::str::from_utf8(&BYTES) {
+            Ok(s) => s,
+            // Identifiers are ASCII and '-' is ASCII, so this arm is unreachable.
+            Err(_) => panic!("identifier is not UTF-8"),
+        }
+    }};
+}
+
+/// Declares [`Args`] once, with its flag, env and merge code, so each setting is written once.
+macro_rules! settings {
+    ($( $(#[$attr:meta])* $name:ident: $ty:ty, )*) => {
+        /// Every setting as an optional value: one layer of configuration (file, env or flags).
+        #[derive(clap::Args, serde::Deserialize, Default, Debug, Clone)]
+        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+        pub struct Args {
+            $( $(#[$attr])* #[arg(long)] pub $name: Option<$ty>, )*
+        }
+
+        impl Args {
+            /// Every setting's name: the flag without `--` and the TOML key.
+            pub const KEYS: &[&str] = &[$( kebab!(stringify!($name)), )*];
+
+            /// Reads `ELASTICACHE_AUTH_PROXY_<SETTING>` for every setting through `env`; empty counts as unset.
+            pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Args, Error> {
+                Ok(Args { $( $name: from_env(env, Setting(stringify!($name)))?, )* })
+            }
+
+            /// Field-wise: this layer's value where set, else `lower`'s.
+            pub fn or(self, lower: Args) -> Args {
+                Args { $( $name: self.$name.or(lower.$name), )* }
+            }
+        }
+    };
+}
+
+settings! {
+    /// TOML file of settings (keys = flag names); each flag also reads ELASTICACHE_AUTH_PROXY_<FLAG>
+    #[arg(value_name = "FILE")] config: PathBuf,
+    /// TCP address for plain RESP clients [default: 127.0.0.1:6379]
+    #[arg(value_name = "ADDR")] listen: SocketAddr,
+    /// Also accept clients on this Unix socket
+    #[arg(value_name = "PATH")] unix_socket: PathBuf,
+    /// Permissions of the Unix socket, octal [default: 0660]
+    #[arg(value_name = "MODE")] unix_socket_mode: UnixMode,
+    /// ElastiCache endpoint to proxy to (required)
+    #[arg(value_name = "HOST:PORT")] upstream: Upstream,
+    /// PEM bundle of CA certificates trusted in addition to the system roots
+    #[arg(value_name = "FILE")] tls_ca_file: PathBuf,
+    /// Name to verify the upstream certificate against [default: upstream host]
+    #[arg(value_name = "NAME")] tls_server_name: String,
+    /// PEM client certificate for mutual TLS (needs --tls-client-key)
+    #[arg(value_name = "FILE")] tls_client_cert: PathBuf,
+    /// PEM private key for --tls-client-cert
+    #[arg(value_name = "FILE")] tls_client_key: PathBuf,
+    /// Talk plaintext to the upstream (local development only)
+    #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")] no_tls: bool,
+    /// How to authenticate to the upstream [default: password]
+    #[arg(value_name = "MODE")] auth: AuthMode,
+    /// ACL user for AUTH; unset sends legacy `AUTH <password>`
+    #[arg(value_name = "USER")] password_user: String,
+    /// Environment variable holding the upstream password
+    #[arg(value_name = "VAR")] password_env: String,
+    /// File holding the upstream password (trailing whitespace trimmed)
+    #[arg(value_name = "FILE")] password_file: PathBuf,
+    /// Maximum concurrent client connections, 0 = unlimited [default: 10000]
+    #[arg(value_name = "N")] max_connections: usize,
+    /// Deadline for upstream TCP connect plus TLS handshake [default: 5s]
+    #[arg(value_name = "DURATION")] connect_timeout: HumanDuration,
+    /// Deadline for the upstream's reply to AUTH [default: 5s]
+    #[arg(value_name = "DURATION")] auth_timeout: HumanDuration,
+    /// Deadline for open sessions to finish on shutdown [default: 30s]
+    #[arg(value_name = "DURATION")] drain_timeout: HumanDuration,
+    /// Close sessions idle this long, 0 = never [default: 0]
+    #[arg(value_name = "DURATION")] idle_timeout: HumanDuration,
+    /// Largest RESP frame accepted, at least 1KiB [default: 512MiB]
+    #[arg(value_name = "SIZE")] max_frame_size: ByteSize,
+    /// Log output format [default: text]
+    #[arg(value_name = "FORMAT")] log_format: LogFormat,
+    /// Log level or filter directive, e.g. info,elasticache_auth_proxy=debug [default: info]
+    #[arg(value_name = "LEVEL")] log_level: LogLevel,
+}
+
+/// Parses one setting's environment variable with the same `FromStr` the flag uses.
+fn from_env<T: FromStr<Err: fmt::Display>>(
+    env: &dyn Fn(&str) -> Option<String>,
+    setting: Setting,
+) -> Result<Option<T>, Error> {
+    match env(&setting.env_var()) {
+        Some(v) if !v.trim().is_empty() => v.parse().map(Some).map_err(|e: T::Err| Error::Env {
+            setting,
+            message: e.to_string(),
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// One setting, named by its field; displays as its flag, environment variable and file key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting(pub &'static str);
+
+impl Setting {
+    /// The flag name without `--`, which is also the TOML key.
+    pub fn key(self) -> String {
+        self.0.replace('_', "-")
+    }
+
+    /// The environment variable that sets it.
+    pub fn env_var(self) -> String {
+        format!(
+            "{ENV_PREFIX}{}",
+            self.0.replace('-', "_").to_ascii_uppercase()
+        )
+    }
+}
+
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = self.key();
+        write!(f, "--{key} (env {}, config key `{key}`)", self.env_var())
+    }
+}
+
+/// Why configuration was rejected; every message names the setting and the fix. Exit 64 (EX_USAGE).
+///
+/// Messages are self-contained (I/O and TOML causes are inlined, not chained) and never contain
+/// the password.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An environment variable does not parse.
+    #[error("{setting}: invalid value in {}: {message}; fix or unset it", setting.env_var())]
+    Env { setting: Setting, message: String },
+    /// The config file is not valid TOML, has an unknown key or a bad value.
+    #[error("config file {}, {message}; keys are the flag names without `--`", path.display())]
+    File { path: PathBuf, message: String },
+    /// A file named by a setting cannot be read.
+    #[error("{setting}: cannot read {}: {error}; check the path exists and is readable", path.display())]
+    Read {
+        setting: Setting,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// A required setting is unset.
+    #[error("{setting} is required: {fix}")]
+    Missing { setting: Setting, fix: &'static str },
+    /// Auth mode `password` got neither password source.
+    #[error("auth mode password needs the upstream password: set one of {0} or {1}")]
+    NoPassword(Setting, Setting),
+    /// The variable named by `password-env` is unset or empty; its value is never shown.
+    #[error(
+        "{setting} names {var}, which is unset or empty; export the password in {var} or name another variable"
+    )]
+    PasswordEnv { setting: Setting, var: String },
+    /// Two settings that exclude each other are both set.
+    #[error("{0} and {1} cannot be used together; remove one of them")]
+    Conflict(Setting, Setting),
+    /// A setting needs another one that is unset.
+    #[error("{0} requires {1}; set both or neither")]
+    Requires(Setting, Setting),
+    /// A value is out of range or not allowed where it was given.
+    #[error("{setting}: {message}")]
+    Invalid { setting: Setting, message: String },
+}
+
+/// Typed, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TCP listen address; served even when `unix_socket` is set.
+    pub listen: SocketAddr,
+    pub unix_socket: Option<PathBuf>,
+    /// Permission bits applied to `unix_socket` after bind.
+    pub unix_socket_mode: u32,
+    pub upstream: Upstream,
+    /// `None` when `no-tls` is set: upstream traffic, including AUTH, is plaintext.
+    pub tls: Option<Tls>,
+    pub auth: Auth,
+    /// 0 = unlimited.
+    pub max_connections: usize,
+    /// TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    pub auth_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// `Duration::ZERO` = sessions never time out.
+    pub idle_timeout: Duration,
+    pub max_frame_size: u64,
+    pub log_format: LogFormat,
+    /// A level ("info") or an EnvFilter directive.
+    pub log_level: String,
+    /// Non-fatal notes to log once logging is set up.
+    pub warnings: Vec<String>,
+}
+
+/// Upstream TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// Extra PEM roots, added to the system roots.
+    pub ca_file: Option<PathBuf>,
+    pub server_name: String,
+    pub client_cert: Option<ClientCert>,
+}
+
+/// Mutual-TLS client identity (PEM files, checked readable at load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How to authenticate upstream.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub mode: AuthMode,
+    /// `Some` exactly when `mode` is [`AuthMode::Password`].
+    pub password: Option<Password>,
+}
+
+/// A static upstream password, read once at load.
+#[derive(Debug, Clone)]
+pub struct Password {
+    /// ACL user; `None` sends legacy `AUTH <password>`.
+    pub user: Option<String>,
+    /// Redacted in `Debug`; expose only when writing AUTH upstream.
+    pub secret: Secret,
+    pub source: PasswordSource,
+}
+
+/// Where the password came from (for logs; never the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// The named environment variable.
+    Env(String),
+    File(PathBuf),
+}
+
+impl Config {
+    /// flags > env > file > defaults. `env` is a lookup like `|k| std::env::var(k).ok()`.
+    pub fn load(flags: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
+        let upper = flags.or(Args::from_env(env)?);
+        let file = match &upper.config {
+            Some(path) => read_file(path)?,
+            None => Args::default(),
+        };
+        resolve(upper.or(file), env)
+    }
+}
+
+/// Parses the config file into one layer; `config` itself is not allowed inside it.
+fn read_file(path: &Path) -> Result<Args, Error> {
+    let setting = Setting("config");
+    let text = fs::read_to_string(path).map_err(|error| Error::Read {
+        setting,
+        path: path.into(),
+        error,
+    })?;
+    let args: Args = toml::from_str(&text).map_err(|e| file_error(path, &text, &e))?;
+    if args.config.is_some() {
+        let message = format!(
+            "not allowed inside the config file {}; remove the key",
+            path.display()
+        );
+        return Err(Error::Invalid { setting, message });
+    }
+    Ok(args)
+}
+
+/// Locates a TOML error by line and key only: toml's own snippet would echo the line's value,
+/// which may be a password typed under a wrong key.
+fn file_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
+    let before = e.span().and_then(|s| text.get(..s.start)).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let key = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim());
+    let message = match key {
+        Some(key) => format!("line {line}, key `{key}`: {}", e.message().trim()),
+        None => format!("line {line}: {}", e.message().trim()),
+    };
+    Error::File {
+        path: path.into(),
+        message,
+    }
+}
+
+/// Applies defaults and cross-setting rules to the merged layers.
+fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
+    let mut warnings = Vec::new();
+    let upstream = a.upstream.clone().ok_or(Error::Missing {
+        setting: Setting("upstream"),
+        fix: "set it to the ElastiCache endpoint as HOST:PORT",
+    })?;
+    let tls = tls(&a, &upstream)?;
+    if tls.is_none() {
+        warnings
+            .push("no-tls: upstream traffic is plaintext; use only for local development".into());
+    }
+    let listen = a
+        .listen
+        .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 6379)));
+    if !listen.ip().is_loopback() {
+        warnings.push(format!(
+            "listen: {listen} is not loopback; anyone who can reach it gets an authenticated upstream session"
+        ));
+    }
+    if a.unix_socket_mode.is_some() && a.unix_socket.is_none() {
+        warnings.push("unix-socket-mode has no effect without unix-socket".into());
+    }
+    let max_frame_size = a.max_frame_size.map_or(512 << 20, |s| s.0);
+    if max_frame_size < 1024 {
+        let message = format!("{max_frame_size} bytes is too small; use at least 1KiB");
+        return Err(invalid("max_frame_size", message));
+    }
+    let timeout =
+        |v: Option<HumanDuration>, default| v.map_or(Duration::from_secs(default), |d| d.0);
+    let (connect_timeout, auth_timeout) =
+        (timeout(a.connect_timeout, 5), timeout(a.auth_timeout, 5));
+    for (name, d) in [
+        ("connect_timeout", connect_timeout),
+        ("auth_timeout", auth_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(invalid(name, "must be greater than 0, e.g. \"5s\""));
+        }
+    }
+    Ok(Config {
+        listen,
+        unix_socket: a.unix_socket.clone(),
+        unix_socket_mode: a.unix_socket_mode.map_or(0o660, |m| m.0),
+        upstream,
+        tls,
+        auth: auth(&a, env)?,
+        max_connections: a.max_connections.unwrap_or(10_000),
+        connect_timeout,
+        auth_timeout,
+        drain_timeout: timeout(a.drain_timeout, 30),
+        idle_timeout: timeout(a.idle_timeout, 0),
+        max_frame_size,
+        log_format: a.log_format.unwrap_or(LogFormat::Text),
+        log_level: a.log_level.map_or_else(|| "info".into(), |l| l.0),
+        warnings,
+    })
+}
+
+/// Shorthand for [`Error::Invalid`].
+fn invalid(setting: &'static str, message: impl Into<String>) -> Error {
+    Error::Invalid {
+        setting: Setting(setting),
+        message: message.into(),
+    }
+}
+
+/// Checks a file named by `setting` can be read now, so a typo fails at startup, not first connect.
+fn readable(setting: Setting, path: &Path) -> Result<PathBuf, Error> {
+    match fs::read(path) {
+        Ok(_) => Ok(path.into()),
+        Err(error) => Err(Error::Read {
+            setting,
+            path: path.into(),
+            error,
+        }),
+    }
+}
+
+fn tls(a: &Args, upstream: &Upstream) -> Result<Option<Tls>, Error> {
+    if a.no_tls == Some(true) {
+        let set = [
+            ("tls_ca_file", a.tls_ca_file.is_some()),
+            ("tls_server_name", a.tls_server_name.is_some()),
+            ("tls_client_cert", a.tls_client_cert.is_some()),
+            ("tls_client_key", a.tls_client_key.is_some()),
+        ];
+        return match set.into_iter().find(|(_, is_set)| *is_set) {
+            Some((name, _)) => Err(Error::Conflict(Setting("no_tls"), Setting(name))),
+            None => Ok(None),
+        };
+    }
+    let (cert, key) = (Setting("tls_client_cert"), Setting("tls_client_key"));
+    let client_cert = match (&a.tls_client_cert, &a.tls_client_key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some(ClientCert {
+            cert: readable(cert, c)?,
+            key: readable(key, k)?,
+        }),
+        (Some(_), None) => return Err(Error::Requires(cert, key)),
+        (None, Some(_)) => return Err(Error::Requires(key, cert)),
+    };
+    let server_name = a
+        .tls_server_name
+        .clone()
+        .unwrap_or_else(|| upstream.host.clone());
+    if server_name.trim().is_empty() {
+        let message = "must not be empty; unset it to use the upstream host";
+        return Err(invalid("tls_server_name", message));
+    }
+    let ca_file = a
+        .tls_ca_file
+        .as_deref()
+        .map(|p| readable(Setting("tls_ca_file"), p))
+        .transpose()?;
+    Ok(Some(Tls {
+        ca_file,
+        server_name,
+        client_cert,
+    }))
+}
+
+fn auth(a: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Auth, Error> {
+    let mode = a.auth.unwrap_or(AuthMode::Password);
+    let password = match mode {
+        AuthMode::Password => Some(password(a, env)?),
+    };
+    Ok(Auth { mode, password })
+}
+
+fn password(a: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Password, Error> {
+    let (by_env, by_file) = (Setting("password_env"), Setting("password_file"));
+    let (secret, source) = match (&a.password_env, &a.password_file) {
+        (Some(_), Some(_)) => return Err(Error::Conflict(by_env, by_file)),
+        (None, None) => return Err(Error::NoPassword(by_env, by_file)),
+        (Some(var), None) => match env(var) {
+            Some(value) if !value.is_empty() => {
+                (Secret::new(value), PasswordSource::Env(var.clone()))
+            }
+            _ => {
+                return Err(Error::PasswordEnv {
+                    setting: by_env,
+                    var: var.clone(),
+                });
+            }
+        },
+        (None, Some(path)) => {
+            // The io::Error never contains file contents, so the message cannot leak the password.
+            let text = fs::read_to_string(path).map_err(|error| Error::Read {
+                setting: by_file,
+                path: path.clone(),
+                error,
+            })?;
+            if text.trim_end().is_empty() {
+                let message = format!("{} is empty; write the password into it", path.display());
+                return Err(invalid("password_file", message));
+            }
+            (
+                Secret::new(text.trim_end()),
+                PasswordSource::File(path.clone()),
+            )
+        }
+    };
+    Ok(Password {
+        user: a.password_user.clone(),
+        secret,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+//! Unit tests for `config`: precedence, validation messages and the example file.
+
+use std::collections::HashMap;
+
+use clap::Parser;
+
+use super::*;
+
+const PASSWORD: &str = "hunter2-do-not-print";
+const EXAMPLE: &str = include_str!("../../config/example.toml");
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: Args,
+}
+
+fn flags(argv: &str) -> Result<Args, clap::Error> {
+    Cli::try_parse_from(std::iter::once("proxy").chain(argv.split_whitespace())).map(|c| c.args)
+}
+
+/// Loads with `{dir}` in argv, env and file replaced by a temp dir holding `pw` (the password),
+/// `empty`, `ca.pem`, `cert.pem`, `key.pem` and, if given, `config.toml`. `PW` always holds the password.
+fn load(argv: &str, env: &[(&str, &str)], file: Option<&str>) -> Result<Config, Error> {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    for (name, text) in [
+        ("pw", format!("{PASSWORD}\n")),
+        ("empty", "\n".into()),
+        ("ca.pem", "ca".into()),
+    ]
+    .into_iter()
+    .chain([("cert.pem", "c".into()), ("key.pem", "k".into())])
+    .chain(file.map(|f| ("config.toml", f.replace("{dir}", &d))))
+    {
+        fs::write(dir.path().join(name), text).unwrap();
+    }
+    let map: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.replace("{dir}", &d)))
+        .chain([("PW".to_string(), PASSWORD.to_string())])
+        .collect();
+    Config::load(flags(&argv.replace("{dir}", &d)).unwrap(), &|k| {
+        map.get(k).cloned()
+    })
+}
+
+/// Extra environment entries for one case.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
+const BASE: &str = "--upstream cache.example.com:6379 --password-env PW";
+
+#[test]
+fn precedence_flags_env_file_defaults() {
+    let file = "listen = \"127.0.0.1:7001\"\nmax-connections = 5\nlog-level = \"debug\"\nidle-timeout = \"1m\"";
+    let env_cfg = ("ELASTICACHE_AUTH_PROXY_CONFIG", "{dir}/config.toml");
+    let env_max = ("ELASTICACHE_AUTH_PROXY_MAX_CONNECTIONS", "6");
+    let env_level = ("ELASTICACHE_AUTH_PROXY_LOG_LEVEL", "warn");
+    #[rustfmt::skip]
+    // Expected (listen, max-connections, log-level, idle-timeout secs).
+    type Want<'a> = (&'a str, usize, &'a str, u64);
+    let cases: &[(&str, Env, Option<&str>, Want)] = &[
+        ("", &[], None, ("127.0.0.1:6379", 10_000, "info", 0)),
+        (
+            "--config {dir}/config.toml",
+            &[],
+            Some(file),
+            ("127.0.0.1:7001", 5, "debug", 60),
+        ),
+        (
+            "",
+            &[env_cfg, env_max, env_level],
+            Some(file),
+            ("127.0.0.1:7001", 6, "warn", 60),
+        ),
+        (
+            "--log-level trace --idle-timeout 2s",
+            &[env_cfg, env_max, env_level],
+            Some(file),
+            ("127.0.0.1:7001", 6, "trace", 2),
+        ),
+        (
+            "--listen [::1]:7002 --max-connections 0",
+            &[env_max],
+            None,
+            ("[::1]:7002", 0, "info", 0),
+        ),
+    ];
+    for (argv, env, file, want) in cases {
+        let c =
+            load(&format!("{BASE} {argv}"), env, *file).unwrap_or_else(|e| panic!("{argv}: {e}"));
+        let got = (
+            c.listen.to_string(),
+            c.max_connections,
+            c.log_level.as_str(),
+            c.idle_timeout.as_secs(),
+        );
+        assert_eq!(
+            got,
+            (want.0.to_string(), want.1, want.2, want.3),
+            "{argv} {env:?}"
+        );
+    }
+}
+
+#[test]
+fn defaults_and_derived_values() {
+    let c = load(BASE, &[], None).unwrap();
+    assert_eq!(
+        c.upstream,
+        Upstream {
+            host: "cache.example.com".into(),
+            port: 6379
+        }
+    );
+    let tls = c.tls.unwrap();
+    assert_eq!(
+        (tls.server_name.as_str(), tls.ca_file, tls.client_cert),
+        ("cache.example.com", None, None)
+    );
+    assert_eq!(
+        (c.unix_socket, c.unix_socket_mode, c.max_frame_size),
+        (None, 0o660, 512 << 20)
+    );
+    assert_eq!(
+        (c.connect_timeout, c.auth_timeout, c.drain_timeout),
+        (
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            Duration::from_secs(30)
+        )
+    );
+    assert_eq!(
+        (c.log_format, c.auth.mode, c.warnings.len()),
+        (LogFormat::Text, AuthMode::Password, 0)
+    );
+
+    let c = load(
+        "--upstream h:1 --password-file {dir}/pw --password-user app --no-tls --listen 0.0.0.0:1",
+        &[],
+        None,
+    )
+    .unwrap();
+    let pw = c.auth.password.as_ref().unwrap();
+    assert_eq!(
+        (pw.secret.expose(), pw.user.as_deref()),
+        (PASSWORD, Some("app"))
+    );
+    assert!(matches!(pw.source, PasswordSource::File(_)));
+    assert!(c.tls.is_none());
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(!format!("{c:?}").contains(PASSWORD));
+
+    let argv = "--upstream h:1 --password-env PW --tls-client-cert {dir}/cert.pem --tls-client-key {dir}/key.pem --tls-ca-file {dir}/ca.pem --tls-server-name n";
+    let c = load(argv, &[], None).unwrap();
+    let tls = c.tls.as_ref().unwrap();
+    assert!(tls.client_cert.is_some() && tls.ca_file.is_some() && tls.server_name == "n");
+    assert_eq!(c.auth.password.as_ref().unwrap().secret.expose(), PASSWORD);
+    assert!(!format!("{c:?}").contains(PASSWORD));
+}
+
+#[test]
+fn errors_name_the_setting_and_never_the_password() {
+    let env = |k: &'static str, v: &'static str| -> [(&'static str, &'static str); 1] { [(k, v)] };
+    let with_file = "--upstream h:1 --password-env PW --config {dir}/config.toml";
+    #[rustfmt::skip]
+    let cases: &[(&str, Env, Option<&str>, &[&str])] = &[
+        ("--password-env PW", &[], None, &["--upstream", "ELASTICACHE_AUTH_PROXY_UPSTREAM", "`upstream`"]),
+        ("--upstream h:1", &[], None, &["--password-env", "--password-file"]),
+        ("--upstream h:1 --password-env PW --password-file {dir}/pw", &[], None, &["--password-env", "--password-file"]),
+        ("--upstream h:1 --password-env NOPE", &[], None, &["--password-env", "NOPE"]),
+        ("--upstream h:1 --password-file {dir}/empty", &[], None, &["--password-file", "empty"]),
+        ("--upstream h:1 --password-file {dir}/missing", &[], None, &["--password-file", "missing"]),
+        (BASE, &env("ELASTICACHE_AUTH_PROXY_TLS_CLIENT_CERT", "{dir}/cert.pem"), None, &["--tls-client-cert", "--tls-client-key"]),
+        (&format!("{BASE} --tls-client-key {{dir}}/key.pem"), &[], None, &["--tls-client-key", "requires", "--tls-client-cert"]),
+        (&format!("{BASE} --no-tls --tls-server-name x"), &[], None, &["--no-tls", "--tls-server-name"]),
+        (&format!("{BASE} --tls-ca-file {{dir}}/nope.pem"), &[], None, &["--tls-ca-file", "nope.pem"]),
+        (BASE, &env("ELASTICACHE_AUTH_PROXY_CONNECT_TIMEOUT", "5 parsecs"), None, &["ELASTICACHE_AUTH_PROXY_CONNECT_TIMEOUT", "--connect-timeout"]),
+        (&format!("{BASE} --auth-timeout 0"), &[], None, &["--auth-timeout", "greater than 0"]),
+        (with_file, &[], Some("drain-timeout = \"soon\""), &["key `drain-timeout`", "config.toml"]),
+        (BASE, &env("ELASTICACHE_AUTH_PROXY_MAX_FRAME_SIZE", "12 parsecs"), None, &["ELASTICACHE_AUTH_PROXY_MAX_FRAME_SIZE"]),
+        (&format!("{BASE} --max-frame-size 1000"), &[], None, &["--max-frame-size", "1KiB"]),
+        (with_file, &[], Some("max-frame-size = \"lots\""), &["max-frame-size"]),
+        (with_file, &[], Some("colour = \"blue\""), &["colour", "config.toml"]),
+        (with_file, &[], Some("# c\n\npassword = \"hunter2-do-not-print\""), &["line 3", "key `password`"]),
+        (with_file, &[], Some("config = \"other.toml\""), &["--config", "remove the key"]),
+        (&format!("{BASE} --config {{dir}}/absent.toml"), &[], None, &["--config", "absent.toml"]),
+        (BASE, &env("ELASTICACHE_AUTH_PROXY_UNIX_SOCKET_MODE", "0999"), None, &["ELASTICACHE_AUTH_PROXY_UNIX_SOCKET_MODE", "octal"]),
+        (with_file, &[], Some("unix-socket-mode = 660"), &["unix-socket-mode"]),
+        (BASE, &env("ELASTICACHE_AUTH_PROXY_NO_TLS", "yes"), None, &["ELASTICACHE_AUTH_PROXY_NO_TLS"]),
+        (BASE, &env("ELASTICACHE_AUTH_PROXY_AUTH", "iam"), None, &["ELASTICACHE_AUTH_PROXY_AUTH", "password"]),
+        (BASE, &env("ELASTICACHE_AUTH_PROXY_LOG_LEVEL", "loud"), None, &["ELASTICACHE_AUTH_PROXY_LOG_LEVEL"]),
+    ];
+    for (argv, env, file, wants) in cases {
+        let err = load(argv, env, *file).expect_err(argv).to_string();
+        for want in *wants {
+            assert!(err.contains(want), "{argv} {env:?}: {err:?} lacks {want:?}");
+        }
+        assert!(!err.contains(PASSWORD), "{err}");
+    }
+}
+
+#[test]
+fn flag_syntax() {
+    let cases: &[(&str, Result<Option<bool>, &str>)] = &[
+        ("--no-tls", Ok(Some(true))),
+        ("--no-tls false", Ok(Some(false))),
+        ("--no-tls=true", Ok(Some(true))),
+        ("", Ok(None)),
+        ("--no-tls maybe", Err("--no-tls")),
+        ("--max-frame-size 1parsec", Err("--max-frame-size")),
+        ("--upstream cache", Err("--upstream")),
+        ("--auth iam", Err("--auth")),
+        ("--colour blue", Err("--colour")),
+    ];
+    for (argv, want) in cases {
+        match (flags(argv), want) {
+            (Ok(a), Ok(no_tls)) => assert_eq!(a.no_tls, *no_tls, "{argv}"),
+            (Err(e), Err(name)) => assert!(e.to_string().contains(name), "{argv}: {e}"),
+            (got, _) => panic!("{argv}: unexpected {:?}", got.map(|a| a.no_tls)),
+        }
+    }
+}
+
+/// `# key = value` lines of the example, uncommented, as (key, line).
+fn example_settings() -> Vec<(&'static str, &'static str)> {
+    EXAMPLE
+        .lines()
+        .filter_map(|l| l.strip_prefix("# ").or(Some(l)))
+        .filter_map(|l| Some((l.split_once(" = ")?.0, l)))
+        .filter(|(k, _)| Args::KEYS.contains(k))
+        .collect()
+}
+
+#[test]
+fn example_parses_with_every_key_uncommented() {
+    let text: Vec<_> = example_settings().into_iter().map(|(_, l)| l).collect();
+    let args: Args = toml::from_str(&text.join("\n")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(args.upstream.is_some() && args.no_tls.is_some() && args.max_frame_size.is_some());
+    // The commented-out example is itself a valid (empty) file.
+    toml::from_str::<Args>(EXAMPLE).unwrap();
+}
+
+#[test]
+fn example_documents_every_key() {
+    let documented: Vec<_> = example_settings().into_iter().map(|(k, _)| k).collect();
+    for key in Args::KEYS {
+        assert_eq!(
+            documented.iter().filter(|k| *k == key).count(),
+            1,
+            "{key} in example.toml"
+        );
+    }
+    assert_eq!(Args::KEYS.len(), 22);
+    assert!(Args::KEYS.contains(&"tls-client-cert") && Args::KEYS.contains(&"no-tls"));
+}

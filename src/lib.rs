@@ -1,0 +1,24 @@
+//! elasticache-auth-proxy: plain RESP on localhost in, authenticated TLS to
+//! ElastiCache (Redis OSS 7+ / Valkey) out.
+//!
+//! # Layout
+//! - [`config`]: typed configuration from file, environment and flags.
+//! - [`server`]: listeners, accept loop, connection limit, graceful drain.
+//! - [`session`]: one task per client: relays bytes, keeps the reply ledger.
+//! - [`upstream`]: TCP + TLS connector and the AUTH handshake.
+//! - [`auth`]: identities (password user) and secret redaction.
+//! - [`resp`]: RESP frame boundaries and the few commands the proxy understands.
+//! - [`error`]: one error taxonomy: kind and side, and what clients are told.
+//!
+//! Data flows one way: server → session → upstream; auth is asked by both;
+//! resp is used by all.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod resp;
+pub mod server;
+pub mod session;
+pub mod upstream;

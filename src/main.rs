@@ -1,0 +1,63 @@
+//! The binary: CLI → config → logging → run → exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use elasticache_auth_proxy::{cli::Cli, config, server};
+use tracing_subscriber::EnvFilter;
+
+/// EX_USAGE from sysexits.h: the configuration is wrong.
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = |key: &str| std::env::var(key).ok();
+    let cfg = match config::Config::load(cli.args, &env) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("elasticache-auth-proxy: configuration error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(&cfg);
+    for warning in &cfg.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("elasticache-auth-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match server::Server::bind(&cfg).await {
+            Ok(server) => {
+                server.run(server::shutdown_signal()).await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("cannot start: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_logging(cfg: &config::Config) {
+    let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log_format {
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        config::LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,285 @@
+//! What a client command is, as far as the proxy cares: a pure function of
+//! the command name (and, for a few commands, their arguments).
+
+/// A kind of pub/sub subscription; each has its own set and its own words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PubSub {
+    /// SUBSCRIBE / UNSUBSCRIBE
+    Channel,
+    /// PSUBSCRIBE / PUNSUBSCRIBE
+    Pattern,
+    /// SSUBSCRIBE / SUNSUBSCRIBE
+    Shard,
+}
+
+impl PubSub {
+    /// The first element of a confirmation reply.
+    pub fn word(self, unsub: bool) -> &'static [u8] {
+        match (self, unsub) {
+            (PubSub::Channel, false) => b"subscribe",
+            (PubSub::Channel, true) => b"unsubscribe",
+            (PubSub::Pattern, false) => b"psubscribe",
+            (PubSub::Pattern, true) => b"punsubscribe",
+            (PubSub::Shard, false) => b"ssubscribe",
+            (PubSub::Shard, true) => b"sunsubscribe",
+        }
+    }
+
+    /// The command that subscribes to this kind, for re-subscribing.
+    pub fn command(self) -> &'static [u8] {
+        self.word(false)
+    }
+}
+
+/// CLIENT REPLY modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    Off,
+    Skip,
+}
+
+/// The proxy's view of a client command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Relayed as is; the proxy tracks only its reply.
+    Plain,
+    /// `AUTH ...`: answered by the proxy, never forwarded.
+    Auth,
+    /// `HELLO ...`: forwarded without its AUTH clause.
+    Hello,
+    /// `CLIENT ...`: only `CLIENT REPLY` matters; needs the arguments.
+    Client,
+    /// `CLIENT REPLY ON|OFF|SKIP`.
+    ClientReply(ReplyMode),
+    /// `RESET`: de-authenticates the upstream connection.
+    Reset,
+    /// A (un)subscribe command naming `channels` channels (0: all, for unsubscribe).
+    Sub {
+        kind: PubSub,
+        unsub: bool,
+        channels: u64,
+    },
+    Monitor,
+    Multi,
+    Exec,
+    Discard,
+    Quit,
+}
+
+impl Class {
+    /// Whether the session must see the whole command before acting on it
+    /// (it rewrites or drops it); every other command streams through.
+    pub fn needs_args(self) -> bool {
+        matches!(self, Class::Auth | Class::Hello | Class::Client)
+    }
+}
+
+/// Classifies a command from its name and argument count (including the name).
+pub fn classify(name: &[u8], argc: u64) -> Class {
+    // Every name the proxy cares about is short; skip the compares for the rest.
+    if name.len() > 12 {
+        return Class::Plain;
+    }
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    let sub = |kind, unsub| Class::Sub {
+        kind,
+        unsub,
+        channels: argc.saturating_sub(1),
+    };
+    if is("auth") {
+        Class::Auth
+    } else if is("hello") {
+        Class::Hello
+    } else if is("client") {
+        Class::Client
+    } else if is("reset") {
+        Class::Reset
+    } else if is("subscribe") {
+        sub(PubSub::Channel, false)
+    } else if is("unsubscribe") {
+        sub(PubSub::Channel, true)
+    } else if is("psubscribe") {
+        sub(PubSub::Pattern, false)
+    } else if is("punsubscribe") {
+        sub(PubSub::Pattern, true)
+    } else if is("ssubscribe") {
+        sub(PubSub::Shard, false)
+    } else if is("sunsubscribe") {
+        sub(PubSub::Shard, true)
+    } else if is("monitor") {
+        Class::Monitor
+    } else if is("multi") {
+        Class::Multi
+    } else if is("exec") {
+        Class::Exec
+    } else if is("discard") {
+        Class::Discard
+    } else if is("quit") {
+        Class::Quit
+    } else {
+        Class::Plain
+    }
+}
+
+/// Refines `CLIENT ...` given all its arguments (name included).
+pub fn classify_client(args: &[&[u8]]) -> Class {
+    match args {
+        [_, sub, mode] if sub.eq_ignore_ascii_case(b"reply") => {
+            if mode.eq_ignore_ascii_case(b"on") {
+                Class::ClientReply(ReplyMode::On)
+            } else if mode.eq_ignore_ascii_case(b"off") {
+                Class::ClientReply(ReplyMode::Off)
+            } else if mode.eq_ignore_ascii_case(b"skip") {
+                Class::ClientReply(ReplyMode::Skip)
+            } else {
+                Class::Plain
+            }
+        }
+        _ => Class::Plain,
+    }
+}
+
+/// A client's HELLO with its AUTH clause taken out.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Hello<'a> {
+    /// The protocol the reply switches to on success, if one was asked for.
+    pub proto: Option<u8>,
+    /// The arguments to forward (name included), without `AUTH user pass`.
+    pub args: Vec<&'a [u8]>,
+}
+
+/// Splits a client's `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+/// An AUTH clause without both user and password is Redis's syntax error,
+/// answered locally so the partial credentials never leave the proxy.
+pub fn hello<'a>(args: &[&'a [u8]]) -> Result<Hello<'a>, &'static str> {
+    let proto = args.get(1).and_then(|p| match *p {
+        b"2" => Some(2),
+        b"3" => Some(3),
+        _ => None,
+    });
+    let mut out = Vec::with_capacity(args.len());
+    let mut i = 0;
+    while i < args.len() {
+        if i >= 2 && args[i].eq_ignore_ascii_case(b"auth") {
+            if i + 2 >= args.len() {
+                return Err("Syntax error in HELLO option 'auth'");
+            }
+            i += 3;
+            continue;
+        }
+        out.push(args[i]);
+        i += 1;
+    }
+    Ok(Hello { proto, args: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_by_name_case_insensitively() {
+        let cases: &[(&str, u64, Class)] = &[
+            ("GET", 2, Class::Plain),
+            ("auth", 2, Class::Auth),
+            ("AuTh", 3, Class::Auth),
+            ("hello", 2, Class::Hello),
+            ("CLIENT", 3, Class::Client),
+            ("reset", 1, Class::Reset),
+            (
+                "SUBSCRIBE",
+                3,
+                Class::Sub {
+                    kind: PubSub::Channel,
+                    unsub: false,
+                    channels: 2,
+                },
+            ),
+            (
+                "punsubscribe",
+                1,
+                Class::Sub {
+                    kind: PubSub::Pattern,
+                    unsub: true,
+                    channels: 0,
+                },
+            ),
+            (
+                "ssubscribe",
+                2,
+                Class::Sub {
+                    kind: PubSub::Shard,
+                    unsub: false,
+                    channels: 1,
+                },
+            ),
+            ("monitor", 1, Class::Monitor),
+            ("multi", 1, Class::Multi),
+            ("EXEC", 1, Class::Exec),
+            ("discard", 1, Class::Discard),
+            ("quit", 1, Class::Quit),
+            ("averyveryverylongcommand", 1, Class::Plain),
+        ];
+        for (name, argc, want) in cases {
+            assert_eq!(classify(name.as_bytes(), *argc), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn client_reply_modes() {
+        let cases: &[(&[&[u8]], Class)] = &[
+            (
+                &[b"CLIENT", b"REPLY", b"off"],
+                Class::ClientReply(ReplyMode::Off),
+            ),
+            (
+                &[b"client", b"reply", b"ON"],
+                Class::ClientReply(ReplyMode::On),
+            ),
+            (
+                &[b"client", b"Reply", b"skip"],
+                Class::ClientReply(ReplyMode::Skip),
+            ),
+            (&[b"client", b"reply", b"maybe"], Class::Plain),
+            (&[b"client", b"reply"], Class::Plain),
+            (&[b"client", b"setname", b"x"], Class::Plain),
+        ];
+        for (args, want) in cases {
+            assert_eq!(classify_client(args), *want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn hello_drops_auth_clause() {
+        type Case<'a> = (
+            &'a [&'a [u8]],
+            Result<(Option<u8>, Vec<&'a [u8]>), &'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (&[b"HELLO"], Ok((None, vec![b"HELLO"]))),
+            (&[b"HELLO", b"3"], Ok((Some(3), vec![b"HELLO", b"3"]))),
+            (
+                &[b"hello", b"3", b"AUTH", b"u", b"p", b"SETNAME", b"n"],
+                Ok((Some(3), vec![b"hello", b"3", b"SETNAME", b"n"])),
+            ),
+            (
+                &[b"hello", b"2", b"auth", b"u", b"p"],
+                Ok((Some(2), vec![b"hello", b"2"])),
+            ),
+            (&[b"hello", b"4"], Ok((None, vec![b"hello", b"4"]))),
+            (
+                &[b"hello", b"3", b"auth", b"u"],
+                Err("Syntax error in HELLO option 'auth'"),
+            ),
+            (
+                &[b"hello", b"3", b"auth"],
+                Err("Syntax error in HELLO option 'auth'"),
+            ),
+        ];
+        for (args, want) in cases {
+            let got = hello(args).map(|h| (h.proto, h.args));
+            assert_eq!(got, want, "{args:?}");
+        }
+    }
+}

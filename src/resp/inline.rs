@@ -1,0 +1,126 @@
+//! Inline commands (`PING` typed into telnet): split a line into arguments
+//! exactly as Redis's `sdssplitargs` does, quotes and escapes included.
+
+/// Splits an inline command line (without its line ending) into arguments.
+/// `None` means unbalanced quotes, which Redis reports as a protocol error.
+pub fn split(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == line.len() {
+            return Some(args);
+        }
+        let mut cur = Vec::new();
+        let (mut inq, mut insq) = (false, false);
+        loop {
+            let c = line.get(i).copied();
+            if inq {
+                match c {
+                    None => return None,
+                    Some(b'\\')
+                        if line.get(i + 1) == Some(&b'x')
+                            && hex(line.get(i + 2)).is_some()
+                            && hex(line.get(i + 3)).is_some() =>
+                    {
+                        // Checked just above: both are hex digits.
+                        cur.push(
+                            hex(line.get(i + 2)).unwrap() * 16 + hex(line.get(i + 3)).unwrap(),
+                        );
+                        i += 3;
+                    }
+                    Some(b'\\') if i + 1 < line.len() => {
+                        i += 1;
+                        cur.push(match line[i] {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 8,
+                            b'a' => 7,
+                            other => other,
+                        });
+                    }
+                    Some(b'"') => {
+                        // A closing quote must be followed by a space or the end.
+                        if line.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
+                            return None;
+                        }
+                        inq = false;
+                        i += 1;
+                        break;
+                    }
+                    Some(c) => cur.push(c),
+                }
+            } else if insq {
+                match c {
+                    None => return None,
+                    Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
+                        i += 1;
+                        cur.push(b'\'');
+                    }
+                    Some(b'\'') => {
+                        if line.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
+                            return None;
+                        }
+                        insq = false;
+                        i += 1;
+                        break;
+                    }
+                    Some(c) => cur.push(c),
+                }
+            } else {
+                match c {
+                    None => break,
+                    Some(c) if c.is_ascii_whitespace() || c == 0 => break,
+                    Some(b'"') => inq = true,
+                    Some(b'\'') => insq = true,
+                    Some(c) => cur.push(c),
+                }
+            }
+            i += 1;
+        }
+        let _ = (inq, insq);
+        args.push(cur);
+    }
+}
+
+fn hex(c: Option<&u8>) -> Option<u8> {
+    (*c? as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    fn s(line: &str) -> Option<Vec<String>> {
+        split(line.as_bytes()).map(|v| {
+            v.into_iter()
+                .map(|a| String::from_utf8_lossy(&a).into_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn splits_like_sdssplitargs() {
+        let cases: &[(&str, Option<&[&str]>)] = &[
+            ("", Some(&[])),
+            ("   ", Some(&[])),
+            ("PING", Some(&["PING"])),
+            ("set  a   b", Some(&["set", "a", "b"])),
+            (r#"set k "hello world""#, Some(&["set", "k", "hello world"])),
+            (r#"set k "a\nb\x41""#, Some(&["set", "k", "a\nbA"])),
+            ("set k 'it\\'s'", Some(&["set", "k", "it's"])),
+            ("set k 'a\\nb'", Some(&["set", "k", "a\\nb"])),
+            (r#"set k "unterminated"#, None),
+            (r#"set k "closed"x"#, None),
+            ("set k 'open", None),
+            ("\tget\tk\t", Some(&["get", "k"])),
+        ];
+        for (line, want) in cases {
+            let want = want.map(|w| w.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+            assert_eq!(s(line), want, "line {line:?}");
+        }
+    }
+}

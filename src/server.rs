@@ -1,0 +1,279 @@
+//! Listeners (TCP and an optional Unix socket), the accept loop, the
+//! connection limit and graceful drain. Knows sessions only as tasks to spawn.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpListener, UnixListener},
+};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use crate::{
+    auth, config,
+    resp::error_reply,
+    session::{self, Context, Limits},
+    upstream::{self, Connector},
+};
+
+/// The proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Unix socket {path}: {reason}")]
+    Unix { path: String, reason: String },
+    #[error(transparent)]
+    Tls(#[from] upstream::SetupError),
+}
+
+/// Commands a client may pipeline before the proxy stops reading it.
+const MAX_PIPELINE: usize = 64 * 1024;
+
+/// A bound proxy, ready to serve.
+pub struct Server {
+    ctx: Arc<Context>,
+    tcp: TcpListener,
+    unix: Option<(UnixListener, PathBuf)>,
+    max_connections: usize,
+    drain_timeout: Duration,
+}
+
+impl Server {
+    /// Builds the upstream connector and binds the listeners.
+    pub async fn bind(cfg: &config::Config) -> Result<Server, StartError> {
+        let ctx = Arc::new(Context {
+            connector: Connector::new(cfg)?,
+            auth: auth::Provider::new(&cfg.auth),
+            limits: Limits {
+                max_frame: cfg.max_frame_size,
+                max_pipeline: MAX_PIPELINE,
+                idle_timeout: cfg.idle_timeout,
+            },
+        });
+        let tcp = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: cfg.listen.to_string(),
+                source,
+            })?;
+        let unix = match &cfg.unix_socket {
+            Some(path) => Some((bind_unix(path, cfg.unix_socket_mode)?, path.clone())),
+            None => None,
+        };
+        Ok(Server {
+            ctx,
+            tcp,
+            unix,
+            max_connections: cfg.max_connections,
+            drain_timeout: cfg.drain_timeout,
+        })
+    }
+
+    /// The bound TCP address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound listener always has a local address.
+        self.tcp
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Accepts clients until `shutdown` completes, then stops accepting and
+    /// lets sessions finish for up to the drain timeout before closing them.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server {
+            ctx,
+            tcp,
+            unix,
+            max_connections,
+            drain_timeout,
+        } = self;
+        info!(
+            listen = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            unix_socket = unix.as_ref().map(|(_, p)| p.display().to_string()),
+            upstream = %ctx.connector.target(),
+            "elasticache-auth-proxy ready"
+        );
+        let sessions = TaskTracker::new();
+        let active = Arc::new(AtomicUsize::new(0));
+        let ids = AtomicU64::new(1);
+        let mut backoff = Duration::from_millis(5);
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                r = tcp.accept() => r.map(|(s, peer)| {
+                    // Commands are small and latency-bound on this side too.
+                    let _ = s.set_nodelay(true);
+                    (Client::Tcp(s), peer.to_string())
+                }),
+                r = accept_unix(&unix) => r.map(|s| (Client::Unix(s), "unix".to_string())),
+            };
+            let (client, peer) = match accepted {
+                Ok(c) => {
+                    backoff = Duration::from_millis(5);
+                    c
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: never fatal.
+                    warn!(error = %e, retry_in = ?backoff, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            let span = info_span!("session", id, peer = %peer);
+            if max_connections > 0 && active.load(Ordering::Relaxed) >= max_connections {
+                sessions.spawn(
+                    async move {
+                        warn!(max_connections, "refusing client: max connections reached");
+                        let msg = format!(
+                            "ERR elasticache-auth-proxy: max connections ({max_connections}) reached; try again later"
+                        );
+                        client.refuse(&error_reply(&msg)).await;
+                    }
+                    .instrument(span),
+                );
+                continue;
+            }
+            let guard = Active::new(&active);
+            let ctx = ctx.clone();
+            sessions.spawn(
+                async move {
+                    debug!("client connected");
+                    let end = match client {
+                        Client::Tcp(s) => session::run(s, ctx).await,
+                        Client::Unix(s) => session::run(s, ctx).await,
+                    };
+                    debug!(?end, "session ended");
+                    drop(guard);
+                }
+                .instrument(span),
+            );
+        }
+        drop(tcp);
+        if let Some((listener, path)) = unix {
+            drop(listener);
+            let _ = std::fs::remove_file(path);
+        }
+        sessions.close();
+        let open = active.load(Ordering::Relaxed);
+        info!(
+            open_sessions = open,
+            ?drain_timeout,
+            "draining: no longer accepting clients"
+        );
+        if tokio::time::timeout(drain_timeout, sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open_sessions = active.load(Ordering::Relaxed),
+                "drain timeout reached; closing remaining sessions"
+            );
+        } else {
+            info!("drained");
+        }
+    }
+}
+
+/// A client connection of either listener.
+enum Client {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Client {
+    /// Tells an over-limit client why, then closes (bounded in time).
+    async fn refuse(self, msg: &[u8]) {
+        let write = async {
+            match self {
+                Client::Tcp(mut s) => {
+                    let _ = s.write_all(msg).await;
+                    let _ = s.shutdown().await;
+                }
+                Client::Unix(mut s) => {
+                    let _ = s.write_all(msg).await;
+                    let _ = s.shutdown().await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    }
+}
+
+/// Counts a live session; decrements on drop, however the session ends.
+struct Active(Arc<AtomicUsize>);
+
+impl Active {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Active(count.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept_unix(
+    unix: &Option<(UnixListener, PathBuf)>,
+) -> std::io::Result<tokio::net::UnixStream> {
+    match unix {
+        Some((listener, _)) => listener.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+/// Binds a Unix socket, replacing a stale socket file but never a live one.
+fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
+    let err = |reason: String| StartError::Unix {
+        path: path.display().to_string(),
+        reason,
+    };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err("another process is listening there".into()));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| err(format!("cannot set mode {mode:o}: {e}")))?;
+    Ok(listener)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,630 @@
+//! The reply ledger (invariant 2): who owns each reply the server still owes,
+//! and the connection state those replies change. Pure, no I/O: the session
+//! feeds it frames and acts on its answers.
+//!
+//! Every pending command is evaluated when it reaches the head of the queue,
+//! that is, in the server's own order, after the replies before it have been
+//! seen. So the reply mode, protocol and subscriptions it is judged by are
+//! exactly the ones the server judged it by.
+
+use std::collections::{HashSet, VecDeque};
+
+use bytes::Bytes;
+
+use crate::resp::{self, reply, Class, PubSub, ReplyMode};
+
+/// A reply the server (or the proxy) owes, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// A relayed client command the proxy tracks only by its reply.
+    Plain,
+    /// A relayed HELLO; switches protocol on success.
+    Hello {
+        proto: Option<u8>,
+    },
+    ClientReply(ReplyMode),
+    Reset,
+    Sub {
+        kind: PubSub,
+        unsub: bool,
+        channels: u64,
+    },
+    Monitor,
+    Multi,
+    Exec,
+    Discard,
+    Quit,
+    /// The client's AUTH, answered by the proxy in its turn.
+    LocalAuth,
+    /// An error the proxy answers in the command's turn (never forwarded).
+    LocalError(Bytes),
+    /// The proxy's own AUTH: its reply is consumed, never shown to the client.
+    ProxyAuth,
+}
+
+impl From<Class> for Pending {
+    fn from(class: Class) -> Self {
+        match class {
+            Class::Plain | Class::Client => Pending::Plain,
+            Class::Auth => Pending::LocalAuth,
+            Class::Hello => Pending::Hello { proto: None },
+            Class::ClientReply(mode) => Pending::ClientReply(mode),
+            Class::Reset => Pending::Reset,
+            Class::Sub {
+                kind,
+                unsub,
+                channels,
+            } => Pending::Sub {
+                kind,
+                unsub,
+                channels,
+            },
+            Class::Monitor => Pending::Monitor,
+            Class::Multi => Pending::Multi,
+            Class::Exec => Pending::Exec,
+            Class::Discard => Pending::Discard,
+            Class::Quit => Pending::Quit,
+        }
+    }
+}
+
+/// Subscriptions per kind, as confirmed by the server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subs {
+    pub channels: HashSet<Bytes>,
+    pub patterns: HashSet<Bytes>,
+    pub shard: HashSet<Bytes>,
+}
+
+impl Subs {
+    pub fn of(&mut self, kind: PubSub) -> &mut HashSet<Bytes> {
+        match kind {
+            PubSub::Channel => &mut self.channels,
+            PubSub::Pattern => &mut self.patterns,
+            PubSub::Shard => &mut self.shard,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty()
+    }
+}
+
+/// The connection state the server keeps and the proxy must mirror.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// 2 or 3, switched by a successful HELLO.
+    pub proto: u8,
+    /// CLIENT REPLY mode; `Skip` means "the next command's reply is dropped".
+    pub reply: ReplyMode,
+    pub multi: bool,
+    pub monitor: bool,
+    pub subs: Subs,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            proto: 2,
+            reply: ReplyMode::On,
+            multi: false,
+            monitor: false,
+            subs: Subs::default(),
+        }
+    }
+}
+
+/// How many server replies the head entry waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    One,
+    /// Pub/sub confirmations: `left` more, or until the set is empty when
+    /// `all` (an UNSUBSCRIBE with no arguments). An error ends it at once.
+    Confirm {
+        kind: PubSub,
+        unsub: bool,
+        left: u64,
+        all: bool,
+    },
+}
+
+impl State {
+    /// Decides how the server answers `p`, applying CLIENT REPLY effects.
+    /// `None`: the server sends nothing for it.
+    fn activate(&mut self, p: &Pending) -> Option<Expect> {
+        // Inside MULTI every command but these is queued: one +QUEUED (or an
+        // error) now, its effects only at EXEC.
+        let queued = self.multi
+            && !matches!(
+                p,
+                Pending::Exec | Pending::Discard | Pending::Multi | Pending::Reset | Pending::Quit
+            );
+        if !queued {
+            match p {
+                Pending::ClientReply(ReplyMode::On) => {
+                    self.reply = ReplyMode::On;
+                    return Some(Expect::One);
+                }
+                Pending::ClientReply(ReplyMode::Off) => {
+                    self.reply = ReplyMode::Off;
+                    return None;
+                }
+                Pending::ClientReply(ReplyMode::Skip) => {
+                    if self.reply != ReplyMode::Off {
+                        self.reply = ReplyMode::Skip;
+                    }
+                    return None;
+                }
+                // RESET turns replies back on before it answers.
+                Pending::Reset => return Some(Expect::One),
+                // The proxy only sends its AUTH with replies on.
+                Pending::ProxyAuth => return Some(Expect::One),
+                _ => {}
+            }
+        }
+        let suppressed = match self.reply {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                self.reply = ReplyMode::On;
+                true
+            }
+        };
+        if suppressed {
+            return None;
+        }
+        match *p {
+            Pending::Sub {
+                kind,
+                unsub,
+                channels,
+            } if !queued && (unsub || channels > 0) => Some(Expect::Confirm {
+                kind,
+                unsub,
+                left: channels,
+                all: channels == 0,
+            }),
+            _ => Some(Expect::One),
+        }
+    }
+
+    /// Applies the effect of `p` given its reply (`None`: no reply was sent,
+    /// so success is assumed, as the server gives no other sign).
+    fn apply(&mut self, p: &Pending, reply: Option<&[u8]>) {
+        let ok = reply.is_none_or(|r| !reply::is_error(r));
+        if self.multi
+            && !matches!(
+                p,
+                Pending::Exec | Pending::Discard | Pending::Multi | Pending::Reset
+            )
+        {
+            return;
+        }
+        match p {
+            Pending::Hello { proto: Some(v) } if ok => self.proto = *v,
+            Pending::Reset => *self = State::default(),
+            Pending::Monitor if ok => self.monitor = true,
+            Pending::Multi if ok => self.multi = true,
+            Pending::Exec | Pending::Discard => self.multi = false,
+            _ => {}
+        }
+    }
+}
+
+/// Who gets a frame from the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The reply to the client command at the head of the ledger.
+    Reply,
+    /// A pub/sub confirmation counted against the head entry (shown to the client).
+    Confirm,
+    /// Not a reply: a pub/sub message, a push, a MONITOR line.
+    Unsolicited,
+    /// The reply to the proxy's own AUTH: consumed.
+    Proxy,
+    /// Nothing was expected: the ledger and the server disagree.
+    Stray,
+}
+
+impl Route {
+    /// Whether the frame's bytes go to the client.
+    pub fn to_client(self) -> bool {
+        self != Route::Proxy
+    }
+}
+
+/// The outcome of the proxy's own AUTH.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxyAuth {
+    Ok,
+    /// The server's error line (it carries no secret: the server never echoes
+    /// credentials).
+    Rejected(String),
+}
+
+/// The reply ledger of one session.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    queue: VecDeque<Pending>,
+    head: Option<(Pending, Expect)>,
+    state: State,
+}
+
+impl Ledger {
+    pub fn new() -> Self {
+        Ledger::default()
+    }
+
+    /// Records a command (or a local reply) in send order.
+    pub fn push(&mut self, p: Pending) {
+        self.queue.push_back(p);
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Entries not yet settled (bounded by the session's pipeline limit).
+    pub fn len(&self) -> usize {
+        self.queue.len() + usize::from(self.head.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True while the head entry is a plain command: its reply needs no look
+    /// inside, so it may be forwarded while still arriving.
+    pub fn head_is_plain(&self) -> bool {
+        matches!(self.head, Some((Pending::Plain, _)))
+    }
+
+    /// Whether `settle` has anything to do.
+    pub fn wants_settle(&self) -> bool {
+        self.head.is_none() && !self.queue.is_empty()
+    }
+
+    /// Settles every entry at the head that needs nothing from the server,
+    /// handing locally made replies to `emit` in their turn. Call after each
+    /// push and each completed frame.
+    pub fn settle(&mut self, mut emit: impl FnMut(&[u8])) {
+        while self.head.is_none() {
+            let Some(p) = self.queue.pop_front() else {
+                return;
+            };
+            match self.state.activate(&p) {
+                None => self.state.apply(&p, None),
+                Some(expect) => match p {
+                    Pending::LocalAuth => emit(if self.state.multi {
+                        // AUTH is not queued by a real server either way; the
+                        // proxy cannot stand in for it inside MULTI.
+                        b"-ERR elasticache-auth-proxy: AUTH inside MULTI is not supported; the proxy authenticates the connection itself\r\n"
+                    } else {
+                        resp::OK
+                    }),
+                    Pending::LocalError(ref e) => emit(e),
+                    p => self.head = Some((p, expect)),
+                },
+            }
+        }
+    }
+
+    /// Routes the frame starting `frame` (possibly incomplete). `None`: more
+    /// bytes are needed to tell.
+    pub fn route(&self, frame: &[u8]) -> Option<Route> {
+        let confirm = match self.head {
+            Some((_, Expect::Confirm { kind, unsub, .. })) => Some(kind.word(unsub)),
+            _ => None,
+        };
+        match frame.first()? {
+            b'>' => {
+                if let Some(word) = confirm {
+                    if reply::first_string(frame)? == Some(word) {
+                        return Some(Route::Confirm);
+                    }
+                }
+                return Some(Route::Unsolicited);
+            }
+            b'+' if self.state.monitor => {
+                memchr::memchr(b'\n', frame)?;
+                if reply::is_monitor_line(frame) {
+                    return Some(Route::Unsolicited);
+                }
+            }
+            b'*' if self.state.proto == 2 && (confirm.is_some() || !self.state.subs.is_empty()) => {
+                let first = reply::first_string(frame)?;
+                if confirm.is_some() && first == confirm {
+                    return Some(Route::Confirm);
+                }
+                if !self.state.subs.is_empty() && first.is_some_and(reply::is_message_word) {
+                    return Some(Route::Unsolicited);
+                }
+            }
+            _ => {}
+        }
+        Some(match self.head {
+            None => Route::Stray,
+            Some((Pending::ProxyAuth, _)) => Route::Proxy,
+            Some(_) => Route::Reply,
+        })
+    }
+
+    /// Records a complete frame the way `route` routed it. For the proxy's
+    /// own AUTH, returns its outcome.
+    pub fn complete(&mut self, frame: &[u8], route: Route) -> Option<ProxyAuth> {
+        match route {
+            Route::Unsolicited | Route::Stray => None,
+            Route::Confirm => {
+                let Some((
+                    p,
+                    Expect::Confirm {
+                        kind,
+                        unsub,
+                        left,
+                        all,
+                    },
+                )) = self.head.take()
+                else {
+                    return None;
+                };
+                let c = reply::confirmation(frame);
+                let channel = c.and_then(|c| c.channel);
+                let set = self.state.subs.of(kind);
+                match &channel {
+                    Some(ch) if unsub => {
+                        set.remove(ch);
+                    }
+                    Some(ch) => {
+                        set.insert(ch.clone());
+                    }
+                    None => {}
+                }
+                let done = if all {
+                    channel.is_none() || set.is_empty()
+                } else {
+                    left <= 1
+                };
+                if !done {
+                    let left = left.saturating_sub(1);
+                    self.head = Some((
+                        p,
+                        Expect::Confirm {
+                            kind,
+                            unsub,
+                            left,
+                            all,
+                        },
+                    ));
+                }
+                None
+            }
+            Route::Reply | Route::Proxy => {
+                let (p, _) = self.head.take()?;
+                self.state.apply(&p, Some(frame));
+                (p == Pending::ProxyAuth).then(|| {
+                    if frame.starts_with(b"+OK") {
+                        ProxyAuth::Ok
+                    } else {
+                        let text = String::from_utf8_lossy(frame);
+                        ProxyAuth::Rejected(text.trim_start_matches(['-', '!']).trim_end().into())
+                    }
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives a ledger through a script of pushes and server frames and
+    /// returns what the client would see, in order.
+    fn run(pushes_and_frames: &[Step]) -> (Vec<String>, Ledger) {
+        let mut l = Ledger::new();
+        let mut seen = Vec::new();
+        for step in pushes_and_frames {
+            match step {
+                Step::Push(p) => l.push(p.clone()),
+                Step::Frame(f) => {
+                    let route = l.route(f).expect("complete frame routes");
+                    let out = l.complete(f, route);
+                    if route.to_client() {
+                        seen.push(format!(
+                            "{route:?} {}",
+                            String::from_utf8_lossy(f).trim_end()
+                        ));
+                    } else {
+                        seen.push(format!("proxy {out:?}"));
+                    }
+                }
+            }
+            l.settle(|b| seen.push(format!("local {}", String::from_utf8_lossy(b).trim_end())));
+        }
+        (seen, l)
+    }
+
+    #[derive(Clone)]
+    enum Step {
+        Push(Pending),
+        Frame(&'static [u8]),
+    }
+    use Step::{Frame as F, Push as P};
+
+    fn sub(kind: PubSub, unsub: bool, channels: u64) -> Pending {
+        Pending::Sub {
+            kind,
+            unsub,
+            channels,
+        }
+    }
+
+    #[test]
+    fn local_auth_keeps_its_place_in_a_pipeline() {
+        let (seen, l) = run(&[
+            P(Pending::Plain),
+            P(Pending::LocalAuth),
+            P(Pending::Plain),
+            F(b"+OK\r\n"),
+            F(b"$1\r\nv\r\n"),
+        ]);
+        assert_eq!(seen, ["Reply +OK", "local +OK", "Reply $1\r\nv"]);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn client_reply_off_skip_on() {
+        let (seen, l) = run(&[
+            P(Pending::ClientReply(ReplyMode::Off)),
+            P(Pending::Plain),
+            P(Pending::LocalAuth),
+            P(Pending::ClientReply(ReplyMode::On)),
+            F(b"+OK\r\n"),
+            P(Pending::ClientReply(ReplyMode::Skip)),
+            P(Pending::Plain),
+            P(Pending::Plain),
+            F(b":2\r\n"),
+        ]);
+        // OFF: neither the relayed command nor the local AUTH answer;
+        // ON answers; SKIP drops exactly the next reply.
+        assert_eq!(seen, ["Reply +OK", "Reply :2"]);
+        assert_eq!(l.state().reply, ReplyMode::On);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn resp2_subscriber_messages_and_confirmations() {
+        let (seen, l) = run(&[
+            P(sub(PubSub::Channel, false, 2)),
+            F(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"),
+            F(b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n"),
+            F(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n"),
+            P(Pending::Plain),
+            F(b"*3\r\n$7\r\nmessage\r\n$1\r\nb\r\n$2\r\nyo\r\n"),
+            F(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+            P(sub(PubSub::Channel, true, 0)),
+            F(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n"),
+            F(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n"),
+            P(Pending::Plain),
+            F(b"*3\r\n$7\r\nmessage\r\n$1\r\nz\r\n$1\r\nx\r\n"),
+        ]);
+        let routes: Vec<&str> = seen.iter().map(|s| s.split(' ').next().unwrap()).collect();
+        assert_eq!(
+            routes,
+            [
+                "Confirm",
+                "Unsolicited",
+                "Confirm",
+                "Unsolicited",
+                "Reply",
+                "Confirm",
+                "Confirm",
+                "Reply"
+            ]
+        );
+        assert!(l.state().subs.is_empty());
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn unsubscribe_all_when_nothing_is_subscribed_and_errors() {
+        let (seen, l) = run(&[
+            P(sub(PubSub::Pattern, true, 0)),
+            F(b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n"),
+            P(sub(PubSub::Shard, false, 2)),
+            F(b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"),
+            P(sub(PubSub::Channel, false, 0)),
+            F(b"-ERR wrong number of arguments for 'subscribe' command\r\n"),
+        ]);
+        assert_eq!(seen.len(), 3);
+        assert!(seen[0].starts_with("Confirm"));
+        assert!(seen[1].starts_with("Reply -CROSSSLOT"));
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn resp3_pushes_never_take_a_reply_slot() {
+        let (seen, l) = run(&[
+            P(Pending::Hello { proto: Some(3) }),
+            F(b"%1\r\n+proto\r\n:3\r\n"),
+            P(sub(PubSub::Channel, false, 1)),
+            P(Pending::Plain),
+            F(b">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"),
+            F(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"),
+            // In RESP3 a subscribed client may run any command; an array
+            // starting with "message" is then an ordinary reply.
+            F(b"*2\r\n$7\r\nmessage\r\n$1\r\nx\r\n"),
+        ]);
+        let routes: Vec<&str> = seen.iter().map(|s| s.split(' ').next().unwrap()).collect();
+        assert_eq!(routes, ["Reply", "Confirm", "Unsolicited", "Reply"]);
+        assert_eq!(l.state().proto, 3);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn reset_then_proxy_auth_is_consumed_and_state_cleared() {
+        let (seen, l) = run(&[
+            P(Pending::Hello { proto: Some(3) }),
+            F(b"%0\r\n"),
+            P(Pending::Monitor),
+            F(b"+OK\r\n"),
+            P(Pending::Reset),
+            P(Pending::ProxyAuth),
+            F(b"+1700000000.000001 [0 127.0.0.1:1] \"get\" \"k\"\r\n"),
+            F(b"+RESET\r\n"),
+            F(b"+OK\r\n"),
+        ]);
+        assert_eq!(
+            seen,
+            [
+                "Reply %0",
+                "Reply +OK",
+                "Unsolicited +1700000000.000001 [0 127.0.0.1:1] \"get\" \"k\"",
+                "Reply +RESET",
+                "proxy Some(Ok)"
+            ]
+        );
+        assert_eq!(*l.state(), State::default());
+    }
+
+    #[test]
+    fn proxy_auth_rejection_is_reported() {
+        let (seen, _) = run(&[
+            P(Pending::ProxyAuth),
+            F(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"),
+        ]);
+        assert_eq!(
+            seen,
+            ["proxy Some(Rejected(\"WRONGPASS invalid username-password pair or user is disabled.\"))"]
+        );
+    }
+
+    #[test]
+    fn multi_queues_and_exec_ends_it() {
+        let (seen, l) = run(&[
+            P(Pending::Multi),
+            F(b"+OK\r\n"),
+            P(Pending::ClientReply(ReplyMode::Off)),
+            F(b"+QUEUED\r\n"),
+            P(Pending::LocalAuth),
+            P(Pending::Exec),
+            F(b"*1\r\n+OK\r\n"),
+        ]);
+        assert_eq!(seen.len(), 4);
+        assert!(seen[2].starts_with("local -ERR elasticache-auth-proxy: AUTH inside MULTI"));
+        assert!(!l.state().multi);
+        assert_eq!(l.state().reply, ReplyMode::On);
+    }
+
+    #[test]
+    fn routing_waits_for_enough_bytes() {
+        let mut l = Ledger::new();
+        l.push(sub(PubSub::Channel, false, 1));
+        l.settle(|_| {});
+        assert_eq!(l.route(b"*3\r\n$9\r\nsubs"), None);
+        assert_eq!(l.route(b"*3\r\n$9\r\nsubscribe\r\n"), Some(Route::Confirm));
+        assert_eq!(l.route(b""), None);
+        let empty = Ledger::new();
+        assert_eq!(empty.route(b"+OK\r\n"), Some(Route::Stray));
+    }
+}

@@ -1,0 +1,663 @@
+//! One client connection relayed over one authenticated upstream connection
+//! (invariant 1). Owns the byte relay, the few commands the proxy answers or
+//! rewrites, and the reply ledger; knows nothing of listeners or TLS setup.
+//!
+//! Bytes are forwarded as read. The scanners find frame boundaries; only the
+//! frames the proxy owns are cut out (the client's AUTH, the replies to the
+//! proxy's own AUTH) or rewritten (HELLO's AUTH clause, inline commands). A
+//! frame larger than [`STREAM_THRESHOLD`] is forwarded piece by piece while
+//! it arrives, so a 100 MB value never sits whole in the proxy.
+
+pub mod ledger;
+
+use std::{
+    collections::VecDeque,
+    io::{self, IoSlice},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, info, warn};
+
+use crate::{
+    auth,
+    error::{Error, Kind},
+    resp::{self, command, inline, Class, Scanner, Side},
+    upstream::{Connector, Stream},
+};
+use ledger::{Ledger, Pending, ProxyAuth, Route};
+
+/// A partial frame this large is forwarded as it arrives instead of held.
+pub const STREAM_THRESHOLD: usize = 64 * 1024;
+/// Stop reading a side while this much is queued for the other.
+const HIGH_WATER: usize = 256 * 1024;
+/// Read size per call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Commands the proxy must see whole (AUTH, HELLO, CLIENT) are capped here.
+const MAX_HELD_COMMAND: usize = 1024 * 1024;
+
+/// What every session shares.
+pub struct Context {
+    pub connector: Connector,
+    pub auth: auth::Provider,
+    pub limits: Limits,
+}
+
+/// Per-session bounds (invariant 7).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest bulk string or line relayed.
+    pub max_frame: u64,
+    /// Commands awaiting replies before the proxy stops reading the client.
+    pub max_pipeline: usize,
+    /// Close a session idle this long with nothing pending (zero: never).
+    pub idle_timeout: Duration,
+}
+
+/// Why a session ended (for the log).
+#[derive(Debug)]
+pub enum End {
+    ClientClosed,
+    Quit,
+    /// The proxy gave up on the upstream; the client was told.
+    Upstream(Error),
+    /// The client sent malformed RESP; it was told.
+    ClientProtocol,
+    Idle,
+    ClientIo(io::Error),
+}
+
+/// Opens and authenticates the upstream connection, then relays until either
+/// side closes. The client is told, as a RESP error, why a session ends when
+/// the proxy ends it.
+pub async fn run<C>(mut client: C, ctx: Arc<Context>) -> End
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut pending = BytesMut::new();
+    let upstream = match open(&ctx, &mut pending).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            warn!(kind = e.kind.as_str(), side = ?e.side, detail = %e.detail, "cannot open upstream connection");
+            let _ = client
+                .write_all(&resp::error_reply(e.kind.client_message()))
+                .await;
+            let _ = client.shutdown().await;
+            return End::Upstream(e);
+        }
+    };
+    let mut relay = Relay::new(ctx, pending);
+    relay.run(client, upstream).await
+}
+
+/// Connects and authenticates one upstream connection.
+async fn open(ctx: &Context, rest: &mut BytesMut) -> Result<Stream, Error> {
+    let mut stream = ctx.connector.connect().await?;
+    let identity = ctx.auth.identity()?;
+    let result = ctx
+        .connector
+        .authenticate(&mut stream, &identity, rest)
+        .await;
+    log_auth(&identity, &result, false);
+    result.map(|_| stream)
+}
+
+/// One line per authentication attempt; never the secret.
+fn log_auth(identity: &auth::Identity, result: &Result<Duration, Error>, after_reset: bool) {
+    match result {
+        Ok(took) => info!(
+            target: "auth",
+            method = identity.method.as_str(),
+            user = identity.user_name(),
+            outcome = "success",
+            after_reset,
+            duration_ms = took.as_secs_f64() * 1e3,
+            "upstream AUTH succeeded"
+        ),
+        Err(e) => warn!(
+            target: "auth",
+            method = identity.method.as_str(),
+            user = identity.user_name(),
+            outcome = "failure",
+            kind = e.kind.as_str(),
+            reason = %e.detail,
+            after_reset,
+            "upstream AUTH failed"
+        ),
+    }
+}
+
+/// Bytes queued for one peer, written with vectored writes.
+#[derive(Default)]
+struct Out {
+    queue: VecDeque<Bytes>,
+    len: usize,
+    /// Written but not yet flushed (TLS buffers records).
+    dirty: bool,
+}
+
+impl Out {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.queue.push_back(b);
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !self.queue.is_empty() || self.dirty
+    }
+
+    /// Writes what it can, or flushes once everything is written.
+    async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        if self.queue.is_empty() {
+            w.flush().await?;
+            self.dirty = false;
+            return Ok(());
+        }
+        let slices: Vec<IoSlice<'_>> = self
+            .queue
+            .iter()
+            .take(64)
+            .map(|b| IoSlice::new(b))
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        self.len -= n;
+        self.dirty = true;
+        while n > 0 {
+            // `n` never exceeds the queued bytes: a writer reports at most what it was given.
+            let front = self.queue.front_mut().expect("written bytes were queued");
+            if n >= front.len() {
+                n -= front.len();
+                self.queue.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The relay state of one session.
+struct Relay {
+    ctx: Arc<Context>,
+    ledger: Ledger,
+    // Client → upstream. `cbuf[..cstart]` holds complete commands to forward,
+    // `cbuf[cstart..cpos]` the scanned part of the command in progress.
+    req: Scanner,
+    cbuf: BytesMut,
+    cstart: usize,
+    cpos: usize,
+    /// The command in progress is being streamed; its ledger entry is in.
+    cstream: bool,
+    // Upstream → client, the same shape.
+    rep: Scanner,
+    ubuf: BytesMut,
+    ustart: usize,
+    upos: usize,
+    uroute: Option<Route>,
+    ustream: bool,
+    to_up: Out,
+    to_client: Out,
+    /// Stop reading the client; close once every pending reply is delivered.
+    close_when_settled: Option<End>,
+    /// Stop reading both sides; close once `to_client` is written.
+    closing: Option<End>,
+    quit_sent: bool,
+    stray_warned: bool,
+}
+
+impl Relay {
+    fn new(ctx: Arc<Context>, upstream_bytes: BytesMut) -> Self {
+        let max = ctx.limits.max_frame;
+        let upos = 0;
+        Relay {
+            ctx,
+            ledger: Ledger::new(),
+            req: Scanner::new(Side::Request, max),
+            cbuf: BytesMut::with_capacity(READ_CHUNK),
+            cstart: 0,
+            cpos: 0,
+            cstream: false,
+            rep: Scanner::new(Side::Reply, max),
+            ubuf: upstream_bytes,
+            ustart: 0,
+            upos,
+            uroute: None,
+            ustream: false,
+            to_up: Out::default(),
+            to_client: Out::default(),
+            close_when_settled: None,
+            closing: None,
+            quit_sent: false,
+            stray_warned: false,
+        }
+    }
+
+    async fn run<C>(&mut self, client: C, upstream: Stream) -> End
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let (mut ur, mut uw) = tokio::io::split(upstream);
+        let idle = self.ctx.limits.idle_timeout;
+        let idle_sleep = tokio::time::sleep(if idle.is_zero() {
+            Duration::MAX / 4
+        } else {
+            idle
+        });
+        tokio::pin!(idle_sleep);
+        if !self.ubuf.is_empty() {
+            if let Err(e) = self.on_upstream_bytes() {
+                self.fail(e);
+            }
+        }
+        let end = loop {
+            if self.close_when_settled.is_some() && self.ledger.is_empty() && !self.ustream {
+                self.closing = self.close_when_settled.take();
+            }
+            if self.closing.is_some() && !self.to_client.busy() {
+                break self.closing.take().expect("checked just above");
+            }
+            let read_client = self.closing.is_none()
+                && self.close_when_settled.is_none()
+                && self.to_up.len < HIGH_WATER
+                && self.ledger.len() < self.ctx.limits.max_pipeline;
+            let read_up = self.closing.is_none() && self.to_client.len < HIGH_WATER;
+            reserve(&mut self.cbuf);
+            reserve(&mut self.ubuf);
+            let idle_armed =
+                !idle.is_zero() && self.ledger.is_empty() && self.ledger.state().subs.is_empty();
+            tokio::select! {
+                biased;
+                r = self.to_client.write_to(&mut cw), if self.to_client.busy() => {
+                    if let Err(e) = r {
+                        break End::ClientIo(e);
+                    }
+                }
+                r = self.to_up.write_to(&mut uw), if self.to_up.busy() && self.closing.is_none() => {
+                    if let Err(e) = r {
+                        self.fail(Error::upstream(Kind::Io, format!("write: {e}")));
+                    }
+                }
+                r = ur.read_buf(&mut self.ubuf), if read_up => {
+                    match r {
+                        Ok(0) => self.upstream_closed(),
+                        Ok(_) => {
+                            if let Err(e) = self.on_upstream_bytes() {
+                                self.fail(e);
+                            }
+                        }
+                        Err(e) => self.fail(Error::upstream(Kind::Io, format!("read: {e}"))),
+                    }
+                }
+                r = cr.read_buf(&mut self.cbuf), if read_client => {
+                    match r {
+                        // Like Redis: a client that closes gets no more replies.
+                        Ok(0) => break End::ClientClosed,
+                        Ok(_) => {
+                            if !idle.is_zero() {
+                                idle_sleep.as_mut().reset(tokio::time::Instant::now() + idle);
+                            }
+                            self.on_client_bytes();
+                        }
+                        Err(e) => break End::ClientIo(e),
+                    }
+                }
+                () = &mut idle_sleep, if idle_armed => break End::Idle,
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), cw.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), uw.shutdown()).await;
+        end
+    }
+
+    // ---- client → upstream ----
+
+    fn on_client_bytes(&mut self) {
+        while self.cpos < self.cbuf.len() && self.close_when_settled.is_none() {
+            let (n, done) = match self.req.advance(&self.cbuf[self.cpos..]) {
+                Ok(step) => step,
+                Err(e) => return self.client_protocol_error(e.0),
+            };
+            self.cpos += n;
+            if !done {
+                self.stream_command();
+                break;
+            }
+            self.on_command();
+        }
+        self.forward_commands();
+        self.settle();
+    }
+
+    /// Moves the complete commands scanned so far to the upstream queue.
+    fn forward_commands(&mut self) {
+        if self.cstart > 0 {
+            self.to_up.push(self.cbuf.split_to(self.cstart).freeze());
+            self.cpos -= self.cstart;
+            self.cstart = 0;
+        }
+    }
+
+    /// Drops the command in progress (`cbuf[cstart..cpos]`) from the stream.
+    fn cut_command(&mut self) {
+        self.forward_commands();
+        self.cbuf.advance(self.cpos);
+        self.cpos = 0;
+    }
+
+    /// A command has been scanned completely: `cbuf[cstart..cpos]`.
+    fn on_command(&mut self) {
+        if self.cstream {
+            // Its ledger entry went in when streaming began.
+            self.cstream = false;
+            self.cstart = self.cpos;
+            return;
+        }
+        let head = self.req.head();
+        if head.inline {
+            let line = &self.cbuf[self.cstart..self.cpos];
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(args) = inline::split(line) else {
+                return self
+                    .client_protocol_error("Protocol error: unbalanced quotes in request".into());
+            };
+            self.cut_command();
+            if let Some(name) = args.first() {
+                let class = resp::command::classify(name, args.len() as u64);
+                let args: Vec<Bytes> = args.into_iter().map(Bytes::from).collect();
+                self.command_with_args(class, &args, None);
+            }
+            return;
+        }
+        // `*0` and `*-1` are ignored by Redis: no command, no reply.
+        let Some((off, len)) = head.name.filter(|_| head.argc > 0) else {
+            return self.cut_command();
+        };
+        let name = &self.cbuf[self.cstart + off..self.cstart + off + len];
+        let class = resp::command::classify(name, head.argc);
+        if !class.needs_args() {
+            self.cstart = self.cpos;
+            return self.forwarded(class);
+        }
+        self.forward_commands();
+        let frame = self.cbuf.split_to(self.cpos).freeze();
+        self.cpos = 0;
+        let args = multibulk_args(&frame);
+        self.command_with_args(class, &args, Some(frame));
+    }
+
+    /// A command the proxy needed whole: AUTH, HELLO, CLIENT, or any inline
+    /// command. `frame` is the original multibulk when there was one.
+    fn command_with_args(&mut self, class: Class, args: &[Bytes], frame: Option<Bytes>) {
+        let refs: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+        match class {
+            Class::Auth => {
+                // Answered here, in its turn; never forwarded (invariant 2).
+                let p = match refs.len() {
+                    2 | 3 => Pending::LocalAuth,
+                    n if n > 3 => Pending::LocalError(resp::error_reply("ERR syntax error")),
+                    _ => Pending::LocalError(resp::error_reply(
+                        "ERR wrong number of arguments for 'auth' command",
+                    )),
+                };
+                self.ledger.push(p);
+            }
+            Class::Hello => match command::hello(&refs) {
+                Ok(hello) => {
+                    let mut out = BytesMut::new();
+                    resp::encode_command(&mut out, &hello.args);
+                    self.to_up.push(out.freeze());
+                    self.ledger.push(Pending::Hello { proto: hello.proto });
+                }
+                Err(msg) => self
+                    .ledger
+                    .push(Pending::LocalError(resp::error_reply(&format!(
+                        "ERR {msg}"
+                    )))),
+            },
+            _ => {
+                let class = if class == Class::Client {
+                    command::classify_client(&refs)
+                } else {
+                    class
+                };
+                match frame {
+                    Some(frame) => self.to_up.push(frame),
+                    None => {
+                        let mut out = BytesMut::new();
+                        resp::encode_command(&mut out, &refs);
+                        self.to_up.push(out.freeze());
+                    }
+                }
+                self.forwarded(class);
+            }
+        }
+    }
+
+    /// Records a command whose bytes are (or are about to be) on their way up.
+    fn forwarded(&mut self, class: Class) {
+        self.ledger.push(class.into());
+        match class {
+            Class::Quit => self.quit_sent = true,
+            Class::Reset => self.reauthenticate_after_reset(),
+            _ => {}
+        }
+    }
+
+    /// RESET de-authenticates the connection: authenticate it again right
+    /// behind the RESET, before any later command, and swallow the reply.
+    fn reauthenticate_after_reset(&mut self) {
+        match self.ctx.auth.identity() {
+            Ok(identity) => {
+                // Everything up to and including the RESET goes first.
+                self.cstart = self.cpos;
+                self.forward_commands();
+                let mut out = BytesMut::new();
+                resp::encode_command(&mut out, &identity.auth_command());
+                self.to_up.push(out.freeze());
+                self.ledger.push(Pending::ProxyAuth);
+            }
+            Err(e) => {
+                warn!(kind = e.kind.as_str(), detail = %e.detail, "no identity to re-authenticate after RESET")
+            }
+        }
+    }
+
+    /// Starts or continues forwarding a large command that is still arriving.
+    fn stream_command(&mut self) {
+        let scanned = self.cpos - self.cstart;
+        if scanned < STREAM_THRESHOLD {
+            return;
+        }
+        if !self.cstream {
+            let head = self.req.head();
+            let Some((off, len)) = head.name else {
+                return;
+            };
+            let class = if len > 16 {
+                Class::Plain
+            } else if head.name_done {
+                resp::command::classify(
+                    &self.cbuf[self.cstart + off..self.cstart + off + len],
+                    head.argc,
+                )
+            } else {
+                return;
+            };
+            if class.needs_args() || head.inline {
+                if scanned > MAX_HELD_COMMAND {
+                    self.client_protocol_error(format!(
+                        "Protocol error: command larger than {MAX_HELD_COMMAND} bytes"
+                    ));
+                }
+                return;
+            }
+            self.ledger.push(class.into());
+            self.cstream = true;
+        }
+        self.cstart = self.cpos;
+        self.forward_commands();
+    }
+
+    /// Malformed client input: replies for earlier commands are delivered,
+    /// then Redis's protocol error, then the connection closes.
+    fn client_protocol_error(&mut self, message: String) {
+        debug!(%message, "malformed client input");
+        self.forward_commands();
+        self.cbuf.clear();
+        self.cpos = 0;
+        self.ledger
+            .push(Pending::LocalError(resp::error_reply(&format!(
+                "ERR {message}"
+            ))));
+        self.close_when_settled = Some(End::ClientProtocol);
+    }
+
+    // ---- upstream → client ----
+
+    fn on_upstream_bytes(&mut self) -> Result<(), Error> {
+        while self.upos < self.ubuf.len() {
+            let (n, done) = self
+                .rep
+                .advance(&self.ubuf[self.upos..])
+                .map_err(|e| Error::upstream(Kind::Protocol, e.0))?;
+            self.upos += n;
+            if self.uroute.is_none() {
+                self.uroute = self.ledger.route(&self.ubuf[self.ustart..]);
+            }
+            if !done {
+                self.stream_reply();
+                break;
+            }
+            // A complete frame always routes; `Stray` is the safe default.
+            let route = self.uroute.take().unwrap_or(Route::Stray);
+            let outcome = self
+                .ledger
+                .complete(&self.ubuf[self.ustart..self.upos], route);
+            self.ustream = false;
+            if route.to_client() {
+                self.ustart = self.upos;
+            } else {
+                self.forward_replies();
+                self.ubuf.advance(self.upos);
+                self.upos = 0;
+            }
+            if route == Route::Stray && !self.stray_warned {
+                self.stray_warned = true;
+                warn!("the server sent a reply the proxy did not expect; relaying it");
+            }
+            if let Some(ProxyAuth::Rejected(reason)) = outcome {
+                let e = Error::upstream(Kind::AuthRejected, reason);
+                warn!(target: "auth", outcome = "failure", after_reset = true, reason = %e.detail, "upstream AUTH after RESET failed");
+                return Err(e);
+            }
+            self.settle();
+        }
+        self.forward_replies();
+        Ok(())
+    }
+
+    fn forward_replies(&mut self) {
+        if self.ustart > 0 {
+            self.to_client
+                .push(self.ubuf.split_to(self.ustart).freeze());
+            self.upos -= self.ustart;
+            self.ustart = 0;
+        }
+    }
+
+    /// Starts or continues forwarding a large reply that is still arriving,
+    /// when its owner is known and nothing about it needs its content.
+    fn stream_reply(&mut self) {
+        if self.upos - self.ustart < STREAM_THRESHOLD {
+            return;
+        }
+        let streamable = match self.uroute {
+            Some(Route::Unsolicited) => true,
+            Some(Route::Reply) | Some(Route::Stray) => self.ledger.head_is_plain(),
+            _ => false,
+        };
+        if streamable {
+            self.ustream = true;
+            self.ustart = self.upos;
+            self.forward_replies();
+        }
+    }
+
+    /// Delivers the proxy's own replies that are now due, after every server
+    /// reply before them.
+    fn settle(&mut self) {
+        if self.ustream || !self.ledger.wants_settle() {
+            return;
+        }
+        let (ubuf, ustart, upos, to_client) = (
+            &mut self.ubuf,
+            &mut self.ustart,
+            &mut self.upos,
+            &mut self.to_client,
+        );
+        self.ledger.settle(|bytes| {
+            if *ustart > 0 {
+                to_client.push(ubuf.split_to(*ustart).freeze());
+                *upos -= *ustart;
+                *ustart = 0;
+            }
+            to_client.push(Bytes::copy_from_slice(bytes));
+        });
+    }
+
+    fn upstream_closed(&mut self) {
+        if self.quit_sent {
+            self.forward_replies();
+            self.closing = Some(End::Quit);
+        } else {
+            self.fail(Error::upstream(
+                Kind::Closed,
+                "the server closed the connection",
+            ));
+        }
+    }
+
+    /// Ends the session because of the upstream: what was relayed is
+    /// delivered, then the client is told why.
+    fn fail(&mut self, e: Error) {
+        warn!(kind = e.kind.as_str(), detail = %e.detail, "closing session");
+        self.forward_replies();
+        // A half-relayed reply cannot be followed by an error frame.
+        if !self.ustream {
+            self.to_client
+                .push(resp::error_reply(e.kind.client_message()));
+        }
+        self.closing = Some(End::Upstream(e));
+    }
+}
+
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// The arguments of a complete multibulk command, as slices of `frame`.
+fn multibulk_args(frame: &Bytes) -> Vec<Bytes> {
+    use redis_protocol::resp2::{decode::decode_range, types::RangeFrame};
+    match decode_range(frame) {
+        Ok(Some((RangeFrame::Array(items), _))) => items
+            .iter()
+            .filter_map(|item| match item {
+                RangeFrame::BulkString((start, end)) => Some(frame.slice(*start..*end)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,299 @@
+//! Upstream connections: TCP connect with a timeout, rustls TLS with SNI and
+//! verification, and the AUTH handshake. Knows nothing of client sessions.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    net::TcpStream,
+};
+use tokio_rustls::{client::TlsStream, TlsConnector};
+
+use crate::{
+    auth::Identity,
+    config,
+    error::{Error, Kind},
+    resp::{self, Scanner, Side},
+};
+
+/// A TLS setup that cannot work: bad PEM, unusable key, invalid server name.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read {what} from {path}: {reason}")]
+    Pem {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("--tls-ca-file {path} holds no certificate")]
+    EmptyCa { path: String },
+    #[error("--tls-server-name {0:?} is not a valid DNS name or IP address")]
+    ServerName(String),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Opens authenticated-ready connections to the upstream server.
+#[derive(Clone)]
+pub struct Connector {
+    host: String,
+    port: u16,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+    auth_timeout: Duration,
+    max_frame: u64,
+}
+
+impl Connector {
+    /// Builds the TLS client configuration once: system roots plus the
+    /// configured CA bundle, and the client certificate for mTLS.
+    pub fn new(cfg: &config::Config) -> Result<Self, SetupError> {
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => Some((
+                TlsConnector::from(Arc::new(client_config(t)?)),
+                ServerName::try_from(t.server_name.clone())
+                    .map_err(|_| SetupError::ServerName(t.server_name.clone()))?,
+            )),
+        };
+        Ok(Connector {
+            host: cfg.upstream.host.clone(),
+            port: cfg.upstream.port,
+            tls,
+            connect_timeout: cfg.connect_timeout,
+            auth_timeout: cfg.auth_timeout,
+            max_frame: cfg.max_frame_size,
+        })
+    }
+
+    /// `host:port` for logs.
+    pub fn target(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// TCP connect and TLS handshake, each within the connect timeout.
+    pub async fn connect(&self) -> Result<Stream, Error> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let tcp = tokio::time::timeout_at(
+            deadline,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| {
+            Error::upstream(
+                Kind::ConnectTimeout,
+                format!(
+                    "no TCP connection to {} within {:?}",
+                    self.target(),
+                    self.connect_timeout
+                ),
+            )
+        })?
+        .map_err(|e| {
+            Error::upstream(Kind::Connect, format!("connect to {}: {e}", self.target()))
+        })?;
+        // Commands are small and latency-bound: never wait to coalesce them.
+        tcp.set_nodelay(true)
+            .map_err(|e| Error::upstream(Kind::Connect, format!("TCP_NODELAY: {e}")))?;
+        let Some((connector, name)) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let tls = tokio::time::timeout_at(deadline, connector.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| {
+                Error::upstream(
+                    Kind::TlsHandshake,
+                    format!("TLS handshake with {} timed out", self.target()),
+                )
+            })?
+            .map_err(|e| {
+                Error::upstream(
+                    Kind::TlsHandshake,
+                    format!("TLS with {}: {e}", self.target()),
+                )
+            })?;
+        Ok(Stream::Tls(Box::new(tls)))
+    }
+
+    /// Sends `AUTH` for `identity` and waits for `+OK`. Bytes the server sent
+    /// after the reply (there should be none) are left in `rest`.
+    pub async fn authenticate(
+        &self,
+        stream: &mut Stream,
+        identity: &Identity,
+        rest: &mut BytesMut,
+    ) -> Result<Duration, Error> {
+        let started = Instant::now();
+        let mut out = BytesMut::new();
+        resp::encode_command(&mut out, &identity.auth_command());
+        let exchange = async {
+            stream.write_all(&out).await?;
+            stream.flush().await?;
+            let mut scanner = Scanner::new(Side::Reply, self.max_frame);
+            let mut scanned = 0;
+            loop {
+                if stream.read_buf(rest).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed during AUTH",
+                    ));
+                }
+                let (n, done) = scanner
+                    .advance(&rest[scanned..])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                scanned += n;
+                if done {
+                    return Ok(rest.split_to(scanned));
+                }
+            }
+        };
+        let reply = tokio::time::timeout(self.auth_timeout, exchange)
+            .await
+            .map_err(|_| {
+                Error::upstream(
+                    Kind::AuthTimeout,
+                    format!("no AUTH reply within {:?}", self.auth_timeout),
+                )
+            })?
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => Error::upstream(Kind::Closed, e.to_string()),
+                io::ErrorKind::InvalidData => Error::upstream(Kind::Protocol, e.to_string()),
+                _ => Error::upstream(Kind::Io, e.to_string()),
+            })?;
+        if reply.starts_with(b"+OK\r\n") {
+            Ok(started.elapsed())
+        } else {
+            // The server's error line names the failure (WRONGPASS, NOPERM)
+            // and never echoes credentials.
+            let line = String::from_utf8_lossy(&reply);
+            Err(Error::upstream(
+                Kind::AuthRejected,
+                line.trim_start_matches(['-', '!']).trim_end().to_string(),
+            ))
+        }
+    }
+}
+
+fn client_config(t: &config::Tls) -> Result<rustls::ClientConfig, SetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    // A container may have no system roots; the CA file may be all there is.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = &t.ca_file {
+        let pem = |reason: String| SetupError::Pem {
+            what: "CA certificates",
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| pem(e.to_string()))? {
+            roots
+                .add(cert.map_err(|e| pem(e.to_string()))?)
+                .map_err(|e| pem(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(SetupError::EmptyCa {
+                path: path.display().to_string(),
+            });
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(match &t.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(cc) => {
+            let certs = CertificateDer::pem_file_iter(&cc.cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| SetupError::Pem {
+                    what: "client certificate",
+                    path: cc.cert.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            let key = PrivateKeyDer::from_pem_file(&cc.key).map_err(|e| SetupError::Pem {
+                what: "client key",
+                path: cc.key.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            builder.with_client_auth_cert(certs, key)?
+        }
+    })
+}
+
+/// An upstream connection, TLS or (for local development) plain TCP.
+pub enum Stream {
+    Tls(Box<TlsStream<TcpStream>>),
+    Plain(TcpStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Plain(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Integration-test harness: a real TLS `redis-server` per test, certificates
+//! minted per run, a raw RESP client, and the real `redis-cli`.
+//!
+//! Layout: `certs` (PKI on disk), `redis` (server process), `resp` (client
+//! framing). This file holds the small free functions shared by all three.
+//! Nothing here is global: every test owns its ports, files and processes.
+
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+mod certs;
+mod redis;
+mod resp;
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::{client::TlsStream, TlsConnector};
+
+pub use certs::Certs;
+pub use redis::{RedisOptions, RedisServer};
+pub use resp::{encode_command, text, Resp};
+
+const CLI_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A port that was free a moment ago. Racy by nature: callers that bind it
+/// in another process must retry on "address in use" (`RedisServer` does).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// A client TLS connector trusting only `ca`, optionally presenting a client
+/// certificate `(cert, key)` for mTLS.
+pub fn tls_connector(ca: &Path, client: Option<(&Path, &Path)>) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("read CA PEM") {
+        roots.add(cert.expect("parse CA PEM")).expect("add CA root");
+    }
+    // Name the provider so the harness does not depend on which crypto
+    // features other crates in the build happen to enable.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("default TLS versions")
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
+                .expect("read client cert PEM")
+                .collect::<Result<_, _>>()
+                .expect("parse client cert PEM");
+            let key = PrivateKeyDer::from_pem_file(key).expect("read client key PEM");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client cert/key")
+        }
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
+/// TCP-connects to 127.0.0.1:`port` and handshakes as `localhost`. Returns the
+/// error instead of panicking so tests can assert on refused handshakes.
+pub async fn tls_connect(
+    connector: &TlsConnector,
+    port: u16,
+) -> std::io::Result<TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let name = ServerName::try_from("localhost").expect("valid DNS name");
+    connector.connect(name, tcp).await
+}
+
+/// Runs the real `redis-cli` with `args`, killing it after 10 s.
+pub fn redis_cli(args: &[&str]) -> Output {
+    // Output goes to files, not pipes, so a chatty child cannot block on a
+    // full pipe while we poll for its exit.
+    let (mut out, mut err) = (
+        tempfile::tempfile().expect("tempfile"),
+        tempfile::tempfile().expect("tempfile"),
+    );
+    let mut child = Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup stdout file"))
+        .stderr(err.try_clone().expect("dup stderr file"))
+        .spawn()
+        .expect("spawn redis-cli (is it installed?)");
+    let deadline = Instant::now() + CLI_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait redis-cli") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redis-cli {args:?} still running after {CLI_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read_all = |f: &mut File| {
+        let mut buf = Vec::new();
+        f.rewind()
+            .and_then(|_| f.read_to_end(&mut buf))
+            .expect("read redis-cli output");
+        buf
+    };
+    Output {
+        status,
+        stdout: read_all(&mut out),
+        stderr: read_all(&mut err),
+    }
+}
