@@ -139,7 +139,11 @@ impl State {
                 p,
                 Pending::Exec | Pending::Discard | Pending::Multi | Pending::Reset | Pending::Quit
             );
-        if !queued {
+        // A RESP2 subscriber may only (un)subscribe, PING, QUIT and RESET:
+        // anything else is refused with an error and changes nothing.
+        let refused =
+            self.proto == 2 && !self.subs.is_empty() && matches!(p, Pending::ClientReply(_));
+        if !queued && !refused {
             match p {
                 Pending::ClientReply(ReplyMode::On) => {
                     self.reply = ReplyMode::On;
@@ -155,8 +159,9 @@ impl State {
                     }
                     return None;
                 }
-                // RESET turns replies back on before it answers.
-                Pending::Reset => return Some(Expect::One),
+                // RESET turns OFF back on before it answers, but a pending
+                // SKIP still swallows its reply (seen on Redis 7.0).
+                Pending::Reset if self.reply == ReplyMode::Off => return Some(Expect::One),
                 // The proxy only sends its AUTH with replies on.
                 Pending::ProxyAuth => return Some(Expect::One),
                 _ => {}
@@ -170,10 +175,9 @@ impl State {
                 true
             }
         };
-        if suppressed {
-            return None;
-        }
         match *p {
+            // Confirmations are pushes: the server sends them even with
+            // replies off or skipped.
             Pending::Sub {
                 kind,
                 unsub,
@@ -184,6 +188,7 @@ impl State {
                 left: channels,
                 all: channels == 0,
             }),
+            _ if suppressed => None,
             _ => Some(Expect::One),
         }
     }
@@ -614,6 +619,55 @@ mod tests {
         assert!(seen[2].starts_with("local -ERR elasticache-auth-proxy: AUTH inside MULTI"));
         assert!(!l.state().multi);
         assert_eq!(l.state().reply, ReplyMode::On);
+    }
+
+    /// Each case is what redis-server 7.0.15 was seen to do on the wire.
+    #[test]
+    fn reply_suppression_matches_redis() {
+        let cases: &[(&str, Vec<Step>, &[&str])] = &[
+            (
+                "SKIP swallows RESET's reply, which still resets",
+                vec![
+                    P(Pending::ClientReply(ReplyMode::Skip)),
+                    P(Pending::Reset),
+                    P(Pending::Plain),
+                    F(b"+PONG\r\n"),
+                ],
+                &["Reply +PONG"],
+            ),
+            (
+                "OFF does not silence RESET",
+                vec![
+                    P(Pending::ClientReply(ReplyMode::Off)),
+                    P(Pending::Reset),
+                    F(b"+RESET\r\n"),
+                    P(Pending::Plain),
+                    F(b"+PONG\r\n"),
+                ],
+                &["Reply +RESET", "Reply +PONG"],
+            ),
+            (
+                "confirmations come with replies off; CLIENT REPLY ON is refused while subscribed",
+                vec![
+                    P(Pending::ClientReply(ReplyMode::Off)),
+                    P(sub(PubSub::Channel, false, 1)),
+                    F(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"),
+                    P(Pending::ClientReply(ReplyMode::On)),
+                    P(sub(PubSub::Channel, true, 0)),
+                    F(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"),
+                    P(Pending::Plain),
+                ],
+                &[
+                    "Confirm *3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1",
+                    "Confirm *3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0",
+                ],
+            ),
+        ];
+        for (name, steps, want) in cases {
+            let (seen, l) = run(steps);
+            assert_eq!(seen, *want, "{name}");
+            assert!(l.is_empty(), "{name}: ledger drained");
+        }
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn log_auth(identity: &auth::Identity, result: &Result<Duration, Error>, after_r
             user = identity.user_name(),
             outcome = "success",
             after_reset,
-            duration_ms = took.as_secs_f64() * 1e3,
+            duration_us = took.as_micros() as u64,
             "upstream AUTH succeeded"
         ),
         Err(e) => warn!(

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 mod certs;
+mod proxy;
 mod redis;
 mod resp;
 
@@ -26,6 +27,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
 pub use certs::Certs;
+#[allow(unused_imports)] // Not every test binary reads the password variable.
+pub use proxy::{Proxy, PASSWORD_ENV};
 pub use redis::{RedisOptions, RedisServer};
 pub use resp::{encode_command, text, Resp};
 

@@ -1,0 +1,66 @@
+//! The relay against a real TLS redis-server: identity, pipelines, the
+//! commands the proxy answers or rewrites.
+
+mod common;
+
+use common::{text, Proxy, RedisOptions, RedisServer, Resp};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_is_the_password_user_and_default_stays_off() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let proxy = Proxy::start(&redis).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
+    // The real redis-cli, as an app would use it.
+    let out = common::redis_cli(&["-p", &proxy.addr.port().to_string(), "ACL", "WHOAMI"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_of_a_thousand_commands_keeps_order_and_values() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let proxy = Proxy::start(&redis).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    let mut batch = Vec::new();
+    for i in 0..1000 {
+        let (k, v) = (format!("k{i}"), format!("value-{i}-\r\n\0binary"));
+        batch.extend(common::encode_command(&[
+            b"SET",
+            k.as_bytes(),
+            v.as_bytes(),
+        ]));
+        batch.extend(common::encode_command(&[b"GET", k.as_bytes()]));
+    }
+    c.send_raw(&batch).await;
+    for i in 0..1000 {
+        assert_eq!(text(&c.read().await), "+OK", "SET #{i}");
+        assert_eq!(
+            text(&c.read().await),
+            format!("$value-{i}-\r\n\0binary"),
+            "GET #{i}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_auth_is_answered_locally_in_its_turn() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let proxy = Proxy::start(&redis).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    let mut batch = common::encode_command(&[b"SET", b"a", b"1"]);
+    batch.extend(common::encode_command(&[b"AUTH", b"legacy-password"]));
+    batch.extend(common::encode_command(&[b"AUTH", b"someone", b"else"]));
+    batch.extend(common::encode_command(&[b"GET", b"a"]));
+    batch.extend(common::encode_command(&[b"AUTH"]));
+    c.send_raw(&batch).await;
+    assert_eq!(text(&c.read().await), "+OK");
+    assert_eq!(text(&c.read().await), "+OK");
+    assert_eq!(text(&c.read().await), "+OK");
+    assert_eq!(text(&c.read().await), "$1");
+    assert_eq!(
+        text(&c.read().await),
+        "-ERR wrong number of arguments for 'auth' command"
+    );
+    // Still the proxy's identity.
+    assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
+}
