@@ -10,7 +10,18 @@ use tracing_subscriber::EnvFilter;
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print and succeed; a bad flag is a usage error.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let env = |key: &str| std::env::var(key).ok();
     let cfg = match config::Config::load(cli.args, &env) {
         Ok(cfg) => cfg,

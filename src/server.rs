@@ -16,8 +16,8 @@ use std::{
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, UnixListener},
+    task::JoinSet,
 };
-use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::{
@@ -109,7 +109,7 @@ impl Server {
             upstream = %ctx.connector.target(),
             "elasticache-auth-proxy ready"
         );
-        let sessions = TaskTracker::new();
+        let mut sessions = JoinSet::new();
         let active = Arc::new(AtomicUsize::new(0));
         let ids = AtomicU64::new(1);
         let mut backoff = Duration::from_millis(5);
@@ -123,6 +123,8 @@ impl Server {
                     (Client::Tcp(s), peer.to_string())
                 }),
                 r = accept_unix(&unix) => r.map(|s| (Client::Unix(s), "unix".to_string())),
+                // Reap finished sessions so the set stays as small as the live ones.
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
             };
             let (client, peer) = match accepted {
                 Ok(c) => {
@@ -172,21 +174,19 @@ impl Server {
             drop(listener);
             let _ = std::fs::remove_file(path);
         }
-        sessions.close();
         let open = active.load(Ordering::Relaxed);
         info!(
             open_sessions = open,
             ?drain_timeout,
             "draining: no longer accepting clients"
         );
-        if tokio::time::timeout(drain_timeout, sessions.wait())
-            .await
-            .is_err()
-        {
+        let drained = async { while sessions.join_next().await.is_some() {} };
+        if tokio::time::timeout(drain_timeout, drained).await.is_err() {
             warn!(
                 open_sessions = active.load(Ordering::Relaxed),
                 "drain timeout reached; closing remaining sessions"
             );
+            sessions.shutdown().await;
         } else {
             info!("drained");
         }

@@ -108,7 +108,7 @@ settings! {
     #[arg(value_name = "DURATION")] drain_timeout: HumanDuration,
     /// Close sessions idle this long, 0 = never [default: 0]
     #[arg(value_name = "DURATION")] idle_timeout: HumanDuration,
-    /// Largest RESP frame accepted, at least 1KiB [default: 512MiB]
+    /// Largest bulk string or line relayed (as proto-max-bulk-len), at least 1KiB [default: 512MiB]
     #[arg(value_name = "SIZE")] max_frame_size: ByteSize,
     /// Log output format [default: text]
     #[arg(value_name = "FORMAT")] log_format: LogFormat,

@@ -4,6 +4,8 @@
 /// Splits an inline command line (without its line ending) into arguments.
 /// `None` means unbalanced quotes, which Redis reports as a protocol error.
 pub fn split(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    // sdssplitargs walks a C string: a NUL ends the line.
+    let line = &line[..memchr::memchr(0, line).unwrap_or(line.len())];
     let mut args = Vec::new();
     let mut i = 0;
     loop {
@@ -73,7 +75,7 @@ pub fn split(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             } else {
                 match c {
                     None => break,
-                    Some(c) if c.is_ascii_whitespace() || c == 0 => break,
+                    Some(c) if c.is_ascii_whitespace() => break,
                     Some(b'"') => inq = true,
                     Some(b'\'') => insq = true,
                     Some(c) => cur.push(c),
@@ -117,6 +119,10 @@ mod tests {
             (r#"set k "closed"x"#, None),
             ("set k 'open", None),
             ("\tget\tk\t", Some(&["get", "k"])),
+            ("PING\0", Some(&["PING"])),
+            ("set k v\0ignored", Some(&["set", "k", "v"])),
+            ("\0", Some(&[])),
+            ("set k \"a\0b\"", None),
         ];
         for (line, want) in cases {
             let want = want.map(|w| w.iter().map(|x| x.to_string()).collect::<Vec<_>>());

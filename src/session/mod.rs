@@ -37,6 +37,8 @@ const HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Commands the proxy must see whole (AUTH, HELLO, CLIENT) are capped here.
 const MAX_HELD_COMMAND: usize = 1024 * 1024;
+/// A closing session gets this long to deliver its last bytes.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// What every session shares.
 pub struct Context {
@@ -210,6 +212,9 @@ struct Relay {
     /// Stop reading both sides; close once `to_client` is written.
     closing: Option<End>,
     quit_sent: bool,
+    /// The client closed: what it sent still goes upstream (Redis runs what
+    /// it has read), then the session ends.
+    client_eof: bool,
     stray_warned: bool,
 }
 
@@ -236,6 +241,7 @@ impl Relay {
             close_when_settled: None,
             closing: None,
             quit_sent: false,
+            client_eof: false,
             stray_warned: false,
         }
     }
@@ -253,6 +259,11 @@ impl Relay {
             idle
         });
         tokio::pin!(idle_sleep);
+        // Armed once the session starts closing: a peer that stops reading
+        // cannot hold it open.
+        let close_sleep = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(close_sleep);
+        let mut close_armed = false;
         if !self.ubuf.is_empty() {
             if let Err(e) = self.on_upstream_bytes() {
                 self.fail(e);
@@ -265,7 +276,17 @@ impl Relay {
             if self.closing.is_some() && !self.to_client.busy() {
                 break self.closing.take().expect("checked just above");
             }
+            if self.client_eof && (!self.to_up.busy() || self.closing.is_some()) {
+                break End::ClientClosed;
+            }
+            if !close_armed && (self.closing.is_some() || self.client_eof) {
+                close_armed = true;
+                close_sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
             let read_client = self.closing.is_none()
+                && !self.client_eof
                 && self.close_when_settled.is_none()
                 && self.to_up.len < HIGH_WATER
                 && self.ledger.len() < self.ctx.limits.max_pipeline;
@@ -294,13 +315,16 @@ impl Relay {
                                 self.fail(e);
                             }
                         }
+                        // A TCP close without TLS close_notify: still a close.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => self.upstream_closed(),
                         Err(e) => self.fail(Error::upstream(Kind::Io, format!("read: {e}"))),
                     }
                 }
                 r = cr.read_buf(&mut self.cbuf), if read_client => {
                     match r {
-                        // Like Redis: a client that closes gets no more replies.
-                        Ok(0) => break End::ClientClosed,
+                        // Like Redis: a client that closes gets no more
+                        // replies, but what it sent is still run.
+                        Ok(0) => self.client_eof = true,
                         Ok(_) => {
                             if !idle.is_zero() {
                                 idle_sleep.as_mut().reset(tokio::time::Instant::now() + idle);
@@ -311,6 +335,9 @@ impl Relay {
                     }
                 }
                 () = &mut idle_sleep, if idle_armed => break End::Idle,
+                () = &mut close_sleep, if close_armed => {
+                    break self.closing.take().unwrap_or(End::ClientClosed);
+                }
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), cw.shutdown()).await;
@@ -324,7 +351,12 @@ impl Relay {
         while self.cpos < self.cbuf.len() && self.close_when_settled.is_none() {
             let (n, done) = match self.req.advance(&self.cbuf[self.cpos..]) {
                 Ok(step) => step,
-                Err(e) => return self.client_protocol_error(e.0),
+                Err(e) => {
+                    // Still forward and settle below: the commands before
+                    // the bad bytes get their replies first.
+                    self.client_protocol_error(e.0);
+                    break;
+                }
             };
             self.cpos += n;
             if !done {

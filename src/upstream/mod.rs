@@ -167,10 +167,19 @@ impl Connector {
                     format!("no AUTH reply within {:?}", self.auth_timeout),
                 )
             })?
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => Error::upstream(Kind::Closed, e.to_string()),
-                io::ErrorKind::InvalidData => Error::upstream(Kind::Protocol, e.to_string()),
-                _ => Error::upstream(Kind::Io, e.to_string()),
+            .map_err(|e| {
+                // TLS 1.3 servers check the client certificate after the
+                // handshake, so a refusal shows up on the first read.
+                let tls = e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+                match e.kind() {
+                    _ if tls => Error::upstream(
+                        Kind::TlsHandshake,
+                        format!("TLS: {e} (if the server requires client certificates, set --tls-client-cert and --tls-client-key)"),
+                    ),
+                    io::ErrorKind::UnexpectedEof => Error::upstream(Kind::Closed, e.to_string()),
+                    io::ErrorKind::InvalidData => Error::upstream(Kind::Protocol, e.to_string()),
+                    _ => Error::upstream(Kind::Io, e.to_string()),
+                }
             })?;
         if reply.starts_with(b"+OK\r\n") {
             Ok(started.elapsed())

@@ -30,6 +30,7 @@ pub use certs::Certs;
 #[allow(unused_imports)] // Not every test binary reads the password variable.
 pub use proxy::{Proxy, PASSWORD_ENV};
 pub use redis::{RedisOptions, RedisServer};
+#[allow(unused_imports)] // Each test binary uses part of the client API.
 pub use resp::{encode_command, text, Resp};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(10);

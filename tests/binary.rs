@@ -1,0 +1,488 @@
+//! The real binary as a process: exit codes and messages for bad
+//! configuration, `--help`, SIGTERM drain, and what its logs must never say.
+
+mod common;
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{text, RedisOptions, RedisServer, Resp};
+use elasticache_auth_proxy::config::Args;
+
+const BIN: &str = env!("CARGO_BIN_EXE_elasticache-auth-proxy");
+/// The variable the spawned proxies read their upstream password from.
+const PASSWORD_VAR: &str = common::PASSWORD_ENV;
+const PASSWORD: &str = "app-secret-pw";
+const READY_LINE: &str = "elasticache-auth-proxy ready";
+const POLL: Duration = Duration::from_millis(10);
+const DEADLINE: Duration = Duration::from_secs(10);
+/// Attempts when another process takes our free port before the proxy binds.
+const PORT_ATTEMPTS: usize = 5;
+const EX_USAGE: i32 = 64;
+
+/// The binary with a clean environment, so no stray
+/// `ELASTICACHE_AUTH_PROXY_*` variable of the host changes the outcome.
+fn command(args: &[&str], env: &[(&str, &str)], stderr: &File) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        // A file, not a pipe: a chatty child never blocks on a full pipe.
+        .stderr(stderr.try_clone().expect("dup stderr file"));
+    cmd
+}
+
+/// A spawned proxy; SIGKILLed and reaped on drop if still running.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// Starts the binary listening on a free port with `args`; returns once
+    /// it logged that it is ready (needs log level info or lower).
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
+        for _ in 0..PORT_ATTEMPTS {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let stderr = dir.path().join("stderr.log");
+            let file = File::create(&stderr).expect("stderr file");
+            let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+            let listen = addr.to_string();
+            let all: Vec<&str> = ["--listen", listen.as_str()]
+                .into_iter()
+                .chain(args.iter().copied())
+                .collect();
+            let child = command(&all, env, &file).spawn().expect("spawn proxy");
+            let mut running = Running {
+                child,
+                addr,
+                stderr,
+                _dir: dir,
+            };
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                if running.log().contains(READY_LINE) {
+                    return running;
+                }
+                if let Some(status) = running.child.try_wait().expect("try_wait") {
+                    let log = running.log();
+                    if log.contains("cannot listen") {
+                        break; // lost the port race: retry
+                    }
+                    panic!("proxy exited ({status}) before ready:\n{log}");
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "proxy not ready:\n{}",
+                    running.log()
+                );
+                std::thread::sleep(POLL);
+            }
+        }
+        panic!("no free port after {PORT_ATTEMPTS} attempts");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Polls for exit for up to `limit`.
+    async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGTERM, then the exit status; the log is complete afterwards.
+    async fn stop(&mut self) -> ExitStatus {
+        self.sigterm();
+        let status = self.wait_exit(DEADLINE).await;
+        status.unwrap_or_else(|| panic!("no exit after SIGTERM:\n{}", self.log()))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion (it must exit within 10 s).
+fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let log = tempfile::NamedTempFile::new().expect("tempfile");
+    let mut child = command(args, env, log.as_file())
+        .spawn()
+        .expect("spawn proxy");
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(POLL);
+    };
+    (status, std::fs::read_to_string(log.path()).unwrap())
+}
+
+/// Flags that point a proxy at `redis` as `app`, password from `PASSWORD_VAR`.
+fn upstream_args(redis: &RedisServer) -> Vec<String> {
+    [
+        "--upstream",
+        &format!("localhost:{}", redis.tls_port),
+        "--tls-ca-file",
+        &redis.certs.ca.display().to_string(),
+        "--password-user",
+        "app",
+        "--password-env",
+        PASSWORD_VAR,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+// ---- bad configuration ----
+
+/// Exits 64 with one configuration error on stderr that contains `names`.
+fn assert_usage_error(args: &[&str], env: &[(&str, &str)], names: &[&str]) -> String {
+    let (status, stderr) = run(args, env);
+    assert_eq!(status.code(), Some(EX_USAGE), "{args:?}: {stderr}");
+    for name in names {
+        assert!(stderr.contains(name), "{args:?}: {name:?} not in {stderr}");
+    }
+    stderr
+}
+
+#[test]
+fn missing_upstream_exits_64_naming_it() {
+    let env = [(PASSWORD_VAR, PASSWORD)];
+    let args = ["--password-env", PASSWORD_VAR];
+    let stderr = assert_usage_error(&args, &env, &["--upstream", "configuration error"]);
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+}
+
+#[test]
+fn unset_password_variable_exits_64_naming_it() {
+    let args = [
+        "--upstream",
+        "localhost:6379",
+        "--password-env",
+        "UNSET_VAR",
+    ];
+    assert_usage_error(&args, &[], &["--password-env", "UNSET_VAR"]);
+}
+
+#[test]
+fn bad_size_in_the_environment_exits_64_naming_it() {
+    let env = [
+        (PASSWORD_VAR, PASSWORD),
+        ("ELASTICACHE_AUTH_PROXY_MAX_FRAME_SIZE", "12XB"),
+    ];
+    let args = [
+        "--upstream",
+        "localhost:6379",
+        "--password-env",
+        PASSWORD_VAR,
+    ];
+    let names = [
+        "--max-frame-size",
+        "ELASTICACHE_AUTH_PROXY_MAX_FRAME_SIZE",
+        "12XB",
+    ];
+    assert_usage_error(&args, &env, &names);
+}
+
+#[test]
+fn bad_size_flag_exits_64_naming_it() {
+    let env = [(PASSWORD_VAR, PASSWORD)];
+    let args = [
+        "--upstream",
+        "localhost:6379",
+        "--password-env",
+        PASSWORD_VAR,
+        "--max-frame-size",
+        "12XB",
+    ];
+    assert_usage_error(&args, &env, &["--max-frame-size", "12XB"]);
+}
+
+#[test]
+fn unknown_key_in_the_config_file_exits_64_naming_it_but_not_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    // A misspelt key holding a password: named in the error, value withheld.
+    std::fs::write(
+        &file,
+        "upstream = \"localhost:6379\"\npasword = \"hunter2-in-the-wrong-key\"\n",
+    )
+    .unwrap();
+    let env = [(PASSWORD_VAR, PASSWORD)];
+    let args = [
+        "--config",
+        file.to_str().unwrap(),
+        "--password-env",
+        PASSWORD_VAR,
+    ];
+    let stderr = assert_usage_error(&args, &env, &["pasword", "line 2"]);
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+// ---- --help ----
+
+/// Keys of `config/example.toml`: the commented-out `# key = value` lines.
+fn example_keys() -> Vec<String> {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(key, _)| key)
+        .filter(|key| !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn help_lists_every_setting_of_the_example_config() {
+    let out = Command::new(BIN)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let keys = example_keys();
+    assert!(keys.len() >= 20, "parsed only {keys:?}");
+    for key in &keys {
+        assert!(
+            help.contains(&format!("--{key} ")),
+            "--{key} missing from --help"
+        );
+    }
+    // And the example documents every setting there is.
+    let mut all: Vec<&str> = Args::KEYS.to_vec();
+    let mut documented: Vec<&str> = keys.iter().map(String::as_str).collect();
+    all.sort_unstable();
+    documented.sort_unstable();
+    assert_eq!(documented, all);
+}
+
+// ---- SIGTERM drain ----
+
+/// Polls until a TCP connect to `addr` is refused.
+async fn wait_refused(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        assert!(Instant::now() < deadline, "{addr} still accepts");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_open_sessions_then_exits_zero() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let mut args = upstream_args(&redis);
+    args.extend(["--drain-timeout", "5s"].map(String::from));
+    let mut proxy = Running::start(&strs(&args), &[(PASSWORD_VAR, PASSWORD)]);
+    let mut c = Resp::connect(proxy.addr).await;
+    assert_eq!(text(&c.cmd(&[b"SET", b"k", b"before"]).await), "+OK");
+
+    proxy.sigterm();
+    wait_refused(proxy.addr).await;
+    // The open session is served on.
+    assert_eq!(text(&c.cmd(&[b"GET", b"k"]).await), "$before");
+    assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
+    assert!(proxy.child.try_wait().unwrap().is_none(), "exited early");
+
+    drop(c);
+    let closed = Instant::now();
+    let status = proxy.wait_exit(Duration::from_secs(4)).await;
+    let status = status.unwrap_or_else(|| panic!("no exit once drained:\n{}", proxy.log()));
+    assert!(status.success(), "{status}:\n{}", proxy.log());
+    assert!(
+        closed.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        closed.elapsed()
+    );
+    assert!(proxy.log().contains("drained"), "{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_lingering_sessions_at_the_drain_timeout() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let mut args = upstream_args(&redis);
+    args.extend(["--drain-timeout", "1s"].map(String::from));
+    let mut proxy = Running::start(&strs(&args), &[(PASSWORD_VAR, PASSWORD)]);
+    let mut c = Resp::connect(proxy.addr).await;
+    assert_eq!(text(&c.cmd(&[b"PING"]).await), "+PONG");
+
+    let started = Instant::now();
+    proxy.sigterm();
+    let status = proxy.wait_exit(Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    let status = status.unwrap_or_else(|| panic!("no exit after drain timeout:\n{}", proxy.log()));
+    assert!(status.success(), "{status}:\n{}", proxy.log());
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(
+        proxy.log().contains("drain timeout reached"),
+        "{}",
+        proxy.log()
+    );
+    assert!(c.read_closed().await, "client still connected");
+}
+
+// ---- secrets never logged ----
+
+const SENTINELS: [&str; 3] = ["oldpw-SENTINEL-1", "SENTINEL-2", "wrongpw-SENTINEL-3"];
+
+/// A working session that hands the proxy secrets of its own, then a proxy
+/// with a wrong upstream password; returns both runs' stderr.
+async fn secret_scenario(redis: &RedisServer, format: &str) -> Vec<String> {
+    let mut args = upstream_args(redis);
+    args.extend(["--log-level", "trace", "--log-format", format].map(String::from));
+
+    let mut good = Running::start(&strs(&args), &[(PASSWORD_VAR, PASSWORD)]);
+    let mut c = Resp::connect(good.addr).await;
+    assert_eq!(text(&c.cmd(&[b"SET", b"k", b"v"]).await), "+OK");
+    assert_eq!(text(&c.cmd(&[b"GET", b"k"]).await), "$v");
+    assert_eq!(text(&c.cmd(&[b"AUTH", b"oldpw-SENTINEL-1"]).await), "+OK");
+    let hello = text(&c.cmd(&[b"HELLO", b"3", b"AUTH", b"u", b"SENTINEL-2"]).await);
+    assert!(hello.contains("proto:3"), "{hello}");
+    assert_eq!(text(&c.cmd(&[b"RESET"]).await), "+RESET");
+    assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
+    drop(c);
+    assert!(good.stop().await.success(), "{}", good.log());
+
+    let mut bad = Running::start(&strs(&args), &[(PASSWORD_VAR, "wrongpw-SENTINEL-3")]);
+    let mut c = Resp::connect(bad.addr).await;
+    c.send(&[b"PING"]).await;
+    let reply = text(&c.read().await);
+    assert!(reply.contains("rejected the proxy's AUTH"), "{reply}");
+    drop(c);
+    assert!(bad.stop().await.success(), "{}", bad.log());
+
+    let (good, bad) = (good.log(), bad.log());
+    // Not vacuous: trace logging saw both AUTH outcomes.
+    assert!(good.contains("upstream AUTH succeeded"), "{good}");
+    assert!(bad.contains("upstream AUTH failed"), "{bad}");
+    vec![good, bad]
+}
+
+fn assert_no_secret(logs: &[String]) {
+    for log in logs {
+        for secret in SENTINELS.iter().chain([&PASSWORD, &"SENTINEL"]) {
+            let at = log.find(secret);
+            assert!(
+                at.is_none(),
+                "{secret:?} logged: ...{}...",
+                &log[at.unwrap().saturating_sub(200)..]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_json_logs_and_every_line_is_json() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let logs = secret_scenario(&redis, "json").await;
+    assert_no_secret(&logs);
+    for log in &logs {
+        for line in log.lines() {
+            assert!(
+                line.starts_with('{') && line.ends_with('}'),
+                "not a JSON object: {line}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_text_logs() {
+    let redis = RedisServer::start(RedisOptions::default());
+    assert_no_secret(&secret_scenario(&redis, "text").await);
+}
+
+// ---- input that must not take the process down ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_byte_in_an_inline_command_does_not_kill_the_proxy() {
+    let redis = RedisServer::start(RedisOptions::default());
+    // Run under an address-space limit so the bug aborts fast instead of
+    // eating the machine's memory.
+    let args = upstream_args(&redis);
+    let script = format!("ulimit -v 4000000; exec {BIN} \"$@\"");
+    let mut sh_args = vec!["-c", script.as_str(), "sh"];
+    sh_args.extend(strs(&args));
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("stderr.log");
+    let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let listen = addr.to_string();
+    sh_args.extend(["--listen", listen.as_str()]);
+    let child = Command::new("sh")
+        .args(&sh_args)
+        .env_clear()
+        .env(PASSWORD_VAR, PASSWORD)
+        .stdin(Stdio::null())
+        .stderr(File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut proxy = Running {
+        child,
+        addr,
+        stderr,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while !proxy.log().contains(READY_LINE) {
+        assert!(Instant::now() < deadline, "not ready:\n{}", proxy.log());
+        tokio::time::sleep(POLL).await;
+    }
+
+    let mut c = Resp::connect(addr).await;
+    // A normal command pipelined behind it must still run, in order.
+    let input = [
+        &b"PING\0\r\n"[..],
+        &common::encode_command(&[b"ECHO", b"next"]),
+    ]
+    .concat();
+    c.send_raw(&input).await;
+    assert_eq!(text(&c.read().await), "+PONG");
+    assert_eq!(text(&c.read().await), "$next");
+    assert_eq!(text(&c.cmd(&[b"PING"]).await), "+PONG");
+    let mut other = Resp::connect(addr).await;
+    assert_eq!(text(&other.cmd(&[b"PING"]).await), "+PONG");
+    assert!(proxy.child.try_wait().unwrap().is_none(), "{}", proxy.log());
+}
