@@ -152,7 +152,7 @@ pub struct Hello<'a> {
 /// Splits a client's `HELLO [protover [AUTH user pass] [SETNAME name]]`.
 /// An AUTH clause without both user and password is Redis's syntax error,
 /// answered locally so the partial credentials never leave the proxy.
-pub fn hello<'a>(args: &[&'a [u8]]) -> Result<Hello<'a>, &'static str> {
+pub fn hello<'a>(args: &[&'a [u8]]) -> Result<Hello<'a>, String> {
     let proto = args.get(1).and_then(|p| match *p {
         b"2" => Some(2),
         b"3" => Some(3),
@@ -163,7 +163,11 @@ pub fn hello<'a>(args: &[&'a [u8]]) -> Result<Hello<'a>, &'static str> {
     while i < args.len() {
         if i >= 2 && args[i].eq_ignore_ascii_case(b"auth") {
             if i + 2 >= args.len() {
-                return Err("Syntax error in HELLO option 'auth'");
+                // Redis quotes the option as the client spelled it.
+                return Err(format!(
+                    "Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(args[i])
+                ));
             }
             i += 3;
             continue;
@@ -252,10 +256,7 @@ mod tests {
 
     #[test]
     fn hello_drops_auth_clause() {
-        type Case<'a> = (
-            &'a [&'a [u8]],
-            Result<(Option<u8>, Vec<&'a [u8]>), &'static str>,
-        );
+        type Case<'a> = (&'a [&'a [u8]], Result<(Option<u8>, Vec<&'a [u8]>), String>);
         let cases: Vec<Case> = vec![
             (&[b"HELLO"], Ok((None, vec![b"HELLO"]))),
             (&[b"HELLO", b"3"], Ok((Some(3), vec![b"HELLO", b"3"]))),
@@ -270,11 +271,11 @@ mod tests {
             (&[b"hello", b"4"], Ok((None, vec![b"hello", b"4"]))),
             (
                 &[b"hello", b"3", b"auth", b"u"],
-                Err("Syntax error in HELLO option 'auth'"),
+                Err("Syntax error in HELLO option 'auth'".into()),
             ),
             (
-                &[b"hello", b"3", b"auth"],
-                Err("Syntax error in HELLO option 'auth'"),
+                &[b"hello", b"3", b"AUTH"],
+                Err("Syntax error in HELLO option 'AUTH'".into()),
             ),
         ];
         for (args, want) in cases {

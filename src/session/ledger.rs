@@ -34,10 +34,17 @@ pub enum Pending {
     Exec,
     Discard,
     Quit,
-    /// The client's AUTH, answered by the proxy in its turn.
-    LocalAuth,
-    /// An error the proxy answers in the command's turn (never forwarded).
-    LocalError(Bytes),
+    /// A command the proxy answers itself, in its turn (never forwarded).
+    /// With `standin`, a PING went upstream in its place so that the
+    /// server's per-command state (a pending CLIENT REPLY SKIP) moves as it
+    /// would have; the PING's reply is consumed and replaced by the answer.
+    Local {
+        answer: Answer,
+        standin: bool,
+    },
+    /// An empty command (`\r\n`, `*0`): no reply, but Redis still ends a
+    /// pending CLIENT REPLY SKIP on it.
+    Empty,
     /// The proxy's own AUTH: its reply is consumed, never shown to the client.
     ProxyAuth,
 }
@@ -46,7 +53,10 @@ impl From<Class> for Pending {
     fn from(class: Class) -> Self {
         match class {
             Class::Plain | Class::Client => Pending::Plain,
-            Class::Auth => Pending::LocalAuth,
+            Class::Auth => Pending::Local {
+                answer: Answer::Auth,
+                standin: false,
+            },
             Class::Hello => Pending::Hello { proto: None },
             Class::ClientReply(mode) => Pending::ClientReply(mode),
             Class::Reset => Pending::Reset,
@@ -67,6 +77,20 @@ impl From<Class> for Pending {
         }
     }
 }
+
+/// What the proxy answers for a command it does not forward.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The client's AUTH: `+OK`, or the error Redis would give in that state.
+    Auth,
+    /// A fixed error line.
+    Error(Bytes),
+}
+
+/// Redis's refusal of AUTH to a RESP2 subscriber.
+const AUTH_WHILE_SUBSCRIBED: &[u8] = b"-ERR Can't execute 'auth': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n";
+/// The proxy cannot queue an AUTH it answers itself.
+const AUTH_IN_MULTI: &[u8] = b"-ERR elasticache-auth-proxy: AUTH inside MULTI is not supported; the proxy authenticates the connection itself\r\n";
 
 /// Subscriptions per kind, as confirmed by the server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -115,9 +139,13 @@ impl Default for State {
 }
 
 /// How many server replies the head entry waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Expect {
     One,
+    /// Nothing from the server: the proxy's answer goes out now.
+    Emit(Bytes),
+    /// One server reply (a stand-in's), replaced by these bytes.
+    Replace(Bytes),
     /// Pub/sub confirmations: `left` more, or until the set is empty when
     /// `all` (an UNSUBSCRIBE with no arguments). An error ends it at once.
     Confirm {
@@ -141,8 +169,8 @@ impl State {
             );
         // A RESP2 subscriber may only (un)subscribe, PING, QUIT and RESET:
         // anything else is refused with an error and changes nothing.
-        let refused =
-            self.proto == 2 && !self.subs.is_empty() && matches!(p, Pending::ClientReply(_));
+        let subscribed2 = self.proto == 2 && !self.subs.is_empty();
+        let refused = subscribed2 && matches!(p, Pending::ClientReply(_));
         if !queued && !refused {
             match p {
                 Pending::ClientReply(ReplyMode::On) => {
@@ -164,8 +192,18 @@ impl State {
                 Pending::Reset if self.reply == ReplyMode::Off => return Some(Expect::One),
                 // The proxy only sends its AUTH with replies on.
                 Pending::ProxyAuth => return Some(Expect::One),
+                // Redis ends a pending SKIP even on an empty command.
+                Pending::Empty => {
+                    if self.reply == ReplyMode::Skip {
+                        self.reply = ReplyMode::On;
+                    }
+                    return None;
+                }
                 _ => {}
             }
+        }
+        if *p == Pending::Empty {
+            return None;
         }
         let suppressed = match self.reply {
             ReplyMode::On => false,
@@ -175,10 +213,10 @@ impl State {
                 true
             }
         };
-        match *p {
+        match p {
             // Confirmations are pushes: the server sends them even with
             // replies off or skipped.
-            Pending::Sub {
+            &Pending::Sub {
                 kind,
                 unsub,
                 channels,
@@ -189,6 +227,19 @@ impl State {
                 all: channels == 0,
             }),
             _ if suppressed => None,
+            Pending::Local { answer, standin } => {
+                let bytes = match answer {
+                    Answer::Auth if self.multi => Bytes::from_static(AUTH_IN_MULTI),
+                    Answer::Auth if subscribed2 => Bytes::from_static(AUTH_WHILE_SUBSCRIBED),
+                    Answer::Auth => Bytes::from_static(resp::OK),
+                    Answer::Error(e) => e.clone(),
+                };
+                Some(if *standin {
+                    Expect::Replace(bytes)
+                } else {
+                    Expect::Emit(bytes)
+                })
+            }
             _ => Some(Expect::One),
         }
     }
@@ -227,6 +278,8 @@ pub enum Route {
     Unsolicited,
     /// The reply to the proxy's own AUTH: consumed.
     Proxy,
+    /// A stand-in's reply: consumed, and the proxy's answer goes out instead.
+    Replace,
     /// Nothing was expected: the ledger and the server disagree.
     Stray,
 }
@@ -234,8 +287,17 @@ pub enum Route {
 impl Route {
     /// Whether the frame's bytes go to the client.
     pub fn to_client(self) -> bool {
-        self != Route::Proxy
+        !matches!(self, Route::Proxy | Route::Replace)
     }
+}
+
+/// What the session must do after a frame the proxy consumed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Done {
+    /// The proxy's own AUTH was answered.
+    ProxyAuth(ProxyAuth),
+    /// Send these bytes to the client in the consumed frame's place.
+    Emit(Bytes),
 }
 
 /// The outcome of the proxy's own AUTH.
@@ -299,17 +361,8 @@ impl Ledger {
             };
             match self.state.activate(&p) {
                 None => self.state.apply(&p, None),
-                Some(expect) => match p {
-                    Pending::LocalAuth => emit(if self.state.multi {
-                        // AUTH is not queued by a real server either way; the
-                        // proxy cannot stand in for it inside MULTI.
-                        b"-ERR elasticache-auth-proxy: AUTH inside MULTI is not supported; the proxy authenticates the connection itself\r\n"
-                    } else {
-                        resp::OK
-                    }),
-                    Pending::LocalError(ref e) => emit(e),
-                    p => self.head = Some((p, expect)),
-                },
+                Some(Expect::Emit(bytes)) => emit(&bytes),
+                Some(expect) => self.head = Some((p, expect)),
             }
         }
     }
@@ -350,13 +403,14 @@ impl Ledger {
         Some(match self.head {
             None => Route::Stray,
             Some((Pending::ProxyAuth, _)) => Route::Proxy,
+            Some((_, Expect::Replace(_))) => Route::Replace,
             Some(_) => Route::Reply,
         })
     }
 
-    /// Records a complete frame the way `route` routed it. For the proxy's
-    /// own AUTH, returns its outcome.
-    pub fn complete(&mut self, frame: &[u8], route: Route) -> Option<ProxyAuth> {
+    /// Records a complete frame the way `route` routed it, and says what the
+    /// session must do for a frame the proxy consumed.
+    pub fn complete(&mut self, frame: &[u8], route: Route) -> Option<Done> {
         match route {
             Route::Unsolicited | Route::Stray => None,
             Route::Confirm => {
@@ -403,16 +457,20 @@ impl Ledger {
                 }
                 None
             }
+            Route::Replace => match self.head.take()? {
+                (_, Expect::Replace(bytes)) => Some(Done::Emit(bytes)),
+                _ => None,
+            },
             Route::Reply | Route::Proxy => {
                 let (p, _) = self.head.take()?;
                 self.state.apply(&p, Some(frame));
                 (p == Pending::ProxyAuth).then(|| {
-                    if frame.starts_with(b"+OK") {
+                    Done::ProxyAuth(if frame.starts_with(b"+OK") {
                         ProxyAuth::Ok
                     } else {
                         let text = String::from_utf8_lossy(frame);
                         ProxyAuth::Rejected(text.trim_start_matches(['-', '!']).trim_end().into())
-                    }
+                    })
                 })
             }
         }
@@ -456,6 +514,20 @@ mod tests {
     }
     use Step::{Frame as F, Push as P};
 
+    fn local_auth() -> Pending {
+        Pending::Local {
+            answer: Answer::Auth,
+            standin: false,
+        }
+    }
+
+    fn standin_auth() -> Pending {
+        Pending::Local {
+            answer: Answer::Auth,
+            standin: true,
+        }
+    }
+
     fn sub(kind: PubSub, unsub: bool, channels: u64) -> Pending {
         Pending::Sub {
             kind,
@@ -468,7 +540,7 @@ mod tests {
     fn local_auth_keeps_its_place_in_a_pipeline() {
         let (seen, l) = run(&[
             P(Pending::Plain),
-            P(Pending::LocalAuth),
+            P(local_auth()),
             P(Pending::Plain),
             F(b"+OK\r\n"),
             F(b"$1\r\nv\r\n"),
@@ -482,7 +554,7 @@ mod tests {
         let (seen, l) = run(&[
             P(Pending::ClientReply(ReplyMode::Off)),
             P(Pending::Plain),
-            P(Pending::LocalAuth),
+            P(local_auth()),
             P(Pending::ClientReply(ReplyMode::On)),
             F(b"+OK\r\n"),
             P(Pending::ClientReply(ReplyMode::Skip)),
@@ -586,7 +658,7 @@ mod tests {
                 "Reply +OK",
                 "Unsolicited +1700000000.000001 [0 127.0.0.1:1] \"get\" \"k\"",
                 "Reply +RESET",
-                "proxy Some(Ok)"
+                "proxy Some(ProxyAuth(Ok))"
             ]
         );
         assert_eq!(*l.state(), State::default());
@@ -600,7 +672,7 @@ mod tests {
         ]);
         assert_eq!(
             seen,
-            ["proxy Some(Rejected(\"WRONGPASS invalid username-password pair or user is disabled.\"))"]
+            ["proxy Some(ProxyAuth(Rejected(\"WRONGPASS invalid username-password pair or user is disabled.\")))"]
         );
     }
 
@@ -611,7 +683,7 @@ mod tests {
             F(b"+OK\r\n"),
             P(Pending::ClientReply(ReplyMode::Off)),
             F(b"+QUEUED\r\n"),
-            P(Pending::LocalAuth),
+            P(local_auth()),
             P(Pending::Exec),
             F(b"*1\r\n+OK\r\n"),
         ]);
@@ -660,6 +732,44 @@ mod tests {
                 &[
                     "Confirm *3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1",
                     "Confirm *3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0",
+                ],
+            ),
+            (
+                "a stand-in takes a pending SKIP, as the AUTH would have",
+                vec![
+                    P(Pending::ClientReply(ReplyMode::Skip)),
+                    P(standin_auth()),
+                    P(Pending::Plain),
+                    F(b":1\r\n"),
+                ],
+                &["Reply :1"],
+            ),
+            (
+                "a stand-in's reply is replaced by the proxy's answer",
+                vec![P(Pending::Plain), P(standin_auth()), F(b"+OK\r\n"), F(b"+PONG\r\n")],
+                &["Reply +OK", "proxy Some(Emit(b\"+OK\\r\\n\"))"],
+            ),
+            (
+                "an empty command ends a pending SKIP",
+                vec![
+                    P(Pending::ClientReply(ReplyMode::Skip)),
+                    P(Pending::Empty),
+                    P(Pending::Plain),
+                    F(b"+PONG\r\n"),
+                ],
+                &["Reply +PONG"],
+            ),
+            (
+                "AUTH is refused while a RESP2 client is subscribed",
+                vec![
+                    P(sub(PubSub::Channel, false, 1)),
+                    F(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"),
+                    P(standin_auth()),
+                    F(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+                ],
+                &[
+                    "Confirm *3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1",
+                    "proxy Some(Emit(b\"-ERR Can't execute 'auth': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\\r\\n\"))",
                 ],
             ),
         ];

@@ -27,7 +27,7 @@ use crate::{
     resp::{self, command, inline, Class, Scanner, Side},
     upstream::{Connector, Stream},
 };
-use ledger::{Ledger, Pending, ProxyAuth, Route};
+use ledger::{Answer, Done, Ledger, Pending, ProxyAuth, Route};
 
 /// A partial frame this large is forwarded as it arrives instead of held.
 pub const STREAM_THRESHOLD: usize = 64 * 1024;
@@ -37,6 +37,9 @@ const HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Commands the proxy must see whole (AUTH, HELLO, CLIENT) are capped here.
 const MAX_HELD_COMMAND: usize = 1024 * 1024;
+/// Sent upstream in place of a command the proxy answers itself; see
+/// [`Pending::Local`].
+const STANDIN: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 /// A closing session gets this long to deliver its last bytes.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -212,6 +215,9 @@ struct Relay {
     /// Stop reading both sides; close once `to_client` is written.
     closing: Option<End>,
     quit_sent: bool,
+    /// Inside MULTI as far as the commands sent so far go (a stand-in would
+    /// be queued there, so none is sent).
+    send_multi: bool,
     /// The client closed: what it sent still goes upstream (Redis runs what
     /// it has read), then the session ends.
     client_eof: bool,
@@ -241,6 +247,7 @@ impl Relay {
             close_when_settled: None,
             closing: None,
             quit_sent: false,
+            send_multi: false,
             client_eof: false,
             stray_warned: false,
         }
@@ -402,6 +409,9 @@ impl Relay {
                 return self
                     .client_protocol_error("Protocol error: unbalanced quotes in request".into());
             };
+            if args.is_empty() {
+                return self.empty_command();
+            }
             self.cut_command();
             if let Some(name) = args.first() {
                 let class = resp::command::classify(name, args.len() as u64);
@@ -410,9 +420,8 @@ impl Relay {
             }
             return;
         }
-        // `*0` and `*-1` are ignored by Redis: no command, no reply.
         let Some((off, len)) = head.name.filter(|_| head.argc > 0) else {
-            return self.cut_command();
+            return self.empty_command();
         };
         let name = &self.cbuf[self.cstart + off..self.cstart + off + len];
         let class = resp::command::classify(name, head.argc);
@@ -427,6 +436,25 @@ impl Relay {
         self.command_with_args(class, &args, Some(frame));
     }
 
+    /// `*0`, `*-1` or a blank line: Redis runs nothing and answers nothing,
+    /// but the command still ends a pending CLIENT REPLY SKIP, so it goes up.
+    fn empty_command(&mut self) {
+        self.cstart = self.cpos;
+        self.ledger.push(Pending::Empty);
+    }
+
+    /// Answers a command in its turn without forwarding it. Outside MULTI a
+    /// PING stands in for it upstream, so the server's per-command reply
+    /// state moves exactly as if it had run the command.
+    fn answer_locally(&mut self, answer: Answer) {
+        let standin = !self.send_multi;
+        if standin {
+            self.forward_commands();
+            self.to_up.push(Bytes::from_static(STANDIN));
+        }
+        self.ledger.push(Pending::Local { answer, standin });
+    }
+
     /// A command the proxy needed whole: AUTH, HELLO, CLIENT, or any inline
     /// command. `frame` is the original multibulk when there was one.
     fn command_with_args(&mut self, class: Class, args: &[Bytes], frame: Option<Bytes>) {
@@ -434,14 +462,14 @@ impl Relay {
         match class {
             Class::Auth => {
                 // Answered here, in its turn; never forwarded (invariant 2).
-                let p = match refs.len() {
-                    2 | 3 => Pending::LocalAuth,
-                    n if n > 3 => Pending::LocalError(resp::error_reply("ERR syntax error")),
-                    _ => Pending::LocalError(resp::error_reply(
+                let answer = match refs.len() {
+                    2 | 3 => Answer::Auth,
+                    n if n > 3 => Answer::Error(resp::error_reply("ERR syntax error")),
+                    _ => Answer::Error(resp::error_reply(
                         "ERR wrong number of arguments for 'auth' command",
                     )),
                 };
-                self.ledger.push(p);
+                self.answer_locally(answer);
             }
             Class::Hello => match command::hello(&refs) {
                 Ok(hello) => {
@@ -450,11 +478,9 @@ impl Relay {
                     self.to_up.push(out.freeze());
                     self.ledger.push(Pending::Hello { proto: hello.proto });
                 }
-                Err(msg) => self
-                    .ledger
-                    .push(Pending::LocalError(resp::error_reply(&format!(
-                        "ERR {msg}"
-                    )))),
+                Err(msg) => {
+                    self.answer_locally(Answer::Error(resp::error_reply(&format!("ERR {msg}"))))
+                }
             },
             _ => {
                 let class = if class == Class::Client {
@@ -480,7 +506,12 @@ impl Relay {
         self.ledger.push(class.into());
         match class {
             Class::Quit => self.quit_sent = true,
-            Class::Reset => self.reauthenticate_after_reset(),
+            Class::Multi => self.send_multi = true,
+            Class::Exec | Class::Discard => self.send_multi = false,
+            Class::Reset => {
+                self.send_multi = false;
+                self.reauthenticate_after_reset();
+            }
             _ => {}
         }
     }
@@ -547,10 +578,10 @@ impl Relay {
         self.forward_commands();
         self.cbuf.clear();
         self.cpos = 0;
-        self.ledger
-            .push(Pending::LocalError(resp::error_reply(&format!(
-                "ERR {message}"
-            ))));
+        self.ledger.push(Pending::Local {
+            answer: Answer::Error(resp::error_reply(&format!("ERR {message}"))),
+            standin: false,
+        });
         self.close_when_settled = Some(End::ClientProtocol);
     }
 
@@ -587,7 +618,10 @@ impl Relay {
                 self.stray_warned = true;
                 warn!("the server sent a reply the proxy did not expect; relaying it");
             }
-            if let Some(ProxyAuth::Rejected(reason)) = outcome {
+            if let Some(Done::Emit(answer)) = &outcome {
+                self.to_client.push(answer.clone());
+            }
+            if let Some(Done::ProxyAuth(ProxyAuth::Rejected(reason))) = outcome {
                 let e = Error::upstream(Kind::AuthRejected, reason);
                 warn!(target: "auth", outcome = "failure", after_reset = true, reason = %e.detail, "upstream AUTH after RESET failed");
                 return Err(e);
