@@ -1,15 +1,50 @@
-//! The command line: `elasticache-auth-proxy [OPTIONS]` runs the proxy.
+//! The command line: `elasticache-auth-proxy [OPTIONS]` runs the proxy;
+//! `elasticache-auth-proxy token ...` prints one IAM token.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-use crate::config;
+use crate::config::{self, Service};
 
 /// Lets unchanged applications use AWS ElastiCache (Redis OSS / Valkey) over
-/// TLS with an authenticated user: clients speak plain RESP to this proxy,
-/// which opens a TLS connection per client and authenticates it upstream.
+/// TLS with IAM or password authentication: clients speak plain RESP to this
+/// proxy, which opens a TLS connection per client and authenticates it upstream.
 #[derive(Debug, Parser)]
-#[command(name = "elasticache-auth-proxy", version, max_term_width = 100)]
+#[command(
+    name = "elasticache-auth-proxy",
+    version,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     #[command(flatten)]
     pub args: config::Args,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print one IAM auth token, signed with the default AWS credential chain
+    /// (for redis-cli / valkey-cli --user <iam-user> --pass "$(...)", or scripts)
+    Token(TokenArgs),
+}
+
+/// What the token is for.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// Replication group id or serverless cache name (not the endpoint)
+    #[arg(long, value_name = "NAME")]
+    pub cache_name: String,
+    /// ElastiCache IAM user (user id = user name)
+    #[arg(long, value_name = "USER")]
+    pub iam_user: String,
+    /// AWS region [default: from the AWS SDK chain, e.g. AWS_REGION]
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// The cache is ElastiCache Serverless
+    #[arg(long)]
+    pub serverless: bool,
+    /// AWS service the token is signed for
+    #[arg(long, value_name = "SERVICE", default_value = "elasticache")]
+    pub service: Service,
 }

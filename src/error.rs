@@ -72,7 +72,7 @@ impl Kind {
 }
 
 /// An error with its kind, side and a detail for the log.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub struct Error {
     pub kind: Kind,
     pub side: Side,

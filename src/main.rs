@@ -3,7 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use elasticache_auth_proxy::{cli::Cli, config, server};
+use elasticache_auth_proxy::{
+    auth,
+    cli::{Cli, Command, TokenArgs},
+    config, server,
+};
 use tracing_subscriber::EnvFilter;
 
 /// EX_USAGE from sysexits.h: the configuration is wrong.
@@ -22,6 +26,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Some(Command::Token(args)) = cli.command {
+        return token(args);
+    }
     let env = |key: &str| std::env::var(key).ok();
     let cfg = match config::Config::load(cli.args, &env) {
         Ok(cfg) => cfg,
@@ -56,6 +63,37 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `elasticache-auth-proxy token`: prints one token on stdout, nothing else.
+fn token(args: TokenArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("elasticache-auth-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signed = runtime.block_on(auth::sign_once(
+        &args.cache_name,
+        &args.iam_user,
+        args.region,
+        args.serverless,
+        args.service,
+    ));
+    match signed {
+        Ok(token) => {
+            println!("{}", token.value.expose());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("elasticache-auth-proxy token: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(cfg: &config::Config) {

@@ -40,7 +40,12 @@ pub enum StartError {
     Unix { path: String, reason: String },
     #[error(transparent)]
     Tls(#[from] upstream::SetupError),
+    #[error(transparent)]
+    Auth(#[from] auth::SetupError),
 }
+
+/// How long a connection waits for the first IAM token after startup.
+const COLD_START: Duration = Duration::from_secs(15);
 
 /// Commands a client may pipeline before the proxy stops reading it.
 const MAX_PIPELINE: usize = 64 * 1024;
@@ -59,7 +64,7 @@ impl Server {
     pub async fn bind(cfg: &config::Config) -> Result<Server, StartError> {
         let ctx = Arc::new(Context {
             connector: Connector::new(cfg)?,
-            auth: auth::Provider::new(&cfg.auth),
+            auth: auth::Provider::new(&cfg.auth, COLD_START).await?,
             limits: Limits {
                 max_frame: cfg.max_frame_size,
                 max_pipeline: MAX_PIPELINE,

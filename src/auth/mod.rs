@@ -1,22 +1,36 @@
-//! Who the proxy says it is upstream: identities (user + secret) per upstream
-//! connection, and the redacting [`Secret`] type. Knows nothing of RESP or sockets.
+//! Who the proxy says it is upstream: the identity (user + secret) for each
+//! upstream connection, chosen by the policy (password, IAM, IAM with
+//! password fallback), and the redacting [`Secret`] type. Knows nothing of
+//! RESP or sockets.
 
+pub mod refresher;
 pub mod secret;
+pub mod token;
 
+use std::{sync::Arc, time::Duration};
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::provider::SharedCredentialsProvider;
 pub use secret::Secret;
+use tokio::sync::watch;
 
-use crate::config;
+use crate::{
+    config::{self, AuthMode},
+    error::{Error, Kind, Side},
+};
 
 /// How an identity authenticates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Password,
+    Iam,
 }
 
 impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Password => "password",
+            Method::Iam => "iam",
         }
     }
 }
@@ -33,12 +47,19 @@ pub struct Identity {
 impl Identity {
     /// The arguments of the AUTH command for this identity.
     pub fn auth_command(&self) -> Vec<&[u8]> {
-        let mut args: Vec<&[u8]> = vec![b"AUTH"];
-        if let Some(user) = &self.user {
-            args.push(user.as_bytes());
+        match &self.user {
+            Some(user) => vec![b"AUTH", user.as_bytes(), self.secret.expose().as_bytes()],
+            None => vec![b"AUTH", self.secret.expose().as_bytes()],
         }
-        args.push(self.secret.expose().as_bytes());
-        args
+    }
+
+    /// `user secret` as HELLO's AUTH clause takes them (the legacy password
+    /// belongs to `default`).
+    pub fn hello_auth(&self) -> Vec<&[u8]> {
+        vec![
+            self.user.as_deref().unwrap_or("default").as_bytes(),
+            self.secret.expose().as_bytes(),
+        ]
     }
 
     /// The user name for logs (`default` for the legacy single password).
@@ -47,31 +68,212 @@ impl Identity {
     }
 }
 
-/// Hands out the identity for each new upstream connection.
-#[derive(Clone, Debug)]
+/// The proxy could not set up authentication.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("no AWS region: set --region (or AWS_REGION / a profile region)")]
+    NoRegion,
+    #[error("no AWS credentials provider could be configured")]
+    NoCredentials,
+}
+
+/// Signs one token now with the default AWS credential chain (the `token`
+/// command). The error names what is missing, never a secret.
+pub async fn sign_once(
+    cache_name: &str,
+    user: &str,
+    region: Option<String>,
+    serverless: bool,
+    service: config::Service,
+) -> Result<token::Token, String> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    let sdk = loader.load().await;
+    let region = sdk
+        .region()
+        .ok_or(SetupError::NoRegion.to_string())?
+        .to_string();
+    let provider = sdk
+        .credentials_provider()
+        .ok_or(SetupError::NoCredentials.to_string())?;
+    let creds = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| format!("no AWS credentials: {}", DisplayErrorChain(&e)))?;
+    let params = token::Params {
+        cache_name: cache_name.into(),
+        user: user.into(),
+        region,
+        service,
+        serverless,
+    };
+    token::sign(&creds, &params, std::time::SystemTime::now()).map_err(|e| e.to_string())
+}
+
+/// An error with its sources, `a: b: c`.
+pub(crate) struct DisplayErrorChain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for DisplayErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// IAM tokens kept fresh in the background.
+#[derive(Clone)]
+struct Iam {
+    user: String,
+    current: watch::Receiver<refresher::Current>,
+    stats: Arc<refresher::Stats>,
+}
+
+/// Hands out the identities to try for each new upstream connection.
+#[derive(Clone)]
 pub struct Provider {
+    mode: AuthMode,
     password: Option<Identity>,
+    iam: Option<Iam>,
+    /// How long a connection waits for the first token at cold start.
+    cold_start: Duration,
 }
 
 impl Provider {
-    pub fn new(auth: &config::Auth) -> Self {
+    /// Builds the provider; in IAM modes, resolves the region and credentials
+    /// from the AWS SDK's default chain (environment, profile, web identity,
+    /// ECS / EKS Pod Identity, IMDS) and starts the token refresher.
+    pub async fn new(auth: &config::Auth, cold_start: Duration) -> Result<Provider, SetupError> {
+        let Some(iam) = &auth.iam else {
+            return Ok(Provider::with_credentials(
+                auth,
+                None,
+                String::new(),
+                cold_start,
+            ));
+        };
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &iam.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let sdk = loader.load().await;
+        let region = sdk.region().ok_or(SetupError::NoRegion)?.to_string();
+        let credentials = sdk
+            .credentials_provider()
+            .ok_or(SetupError::NoCredentials)?;
+        Ok(Provider::with_credentials(
+            auth,
+            Some(credentials),
+            region,
+            cold_start,
+        ))
+    }
+
+    /// Builds the provider with an explicit credentials provider and region
+    /// (for embedding and tests); starts the refresher in IAM modes.
+    pub fn with_credentials(
+        auth: &config::Auth,
+        credentials: Option<SharedCredentialsProvider>,
+        region: String,
+        cold_start: Duration,
+    ) -> Provider {
+        let iam = match (&auth.iam, credentials) {
+            (Some(iam), Some(credentials)) => {
+                let stats = Arc::new(refresher::Stats::default());
+                let params = token::Params {
+                    cache_name: iam.cache_name.clone(),
+                    user: iam.user.clone(),
+                    region,
+                    service: iam.service,
+                    serverless: iam.serverless,
+                };
+                Some(Iam {
+                    user: iam.user.clone(),
+                    current: refresher::spawn(credentials, params, stats.clone()),
+                    stats,
+                })
+            }
+            _ => None,
+        };
         Provider {
+            mode: auth.mode,
             password: auth.password.as_ref().map(|p| Identity {
                 method: Method::Password,
                 user: p.user.clone(),
                 secret: p.secret.clone(),
             }),
+            iam,
+            cold_start,
         }
     }
 
-    /// The identity for a new upstream connection.
-    pub fn identity(&self) -> Result<Identity, crate::error::Error> {
-        self.password.clone().ok_or_else(|| {
-            crate::error::Error::new(
-                crate::error::Kind::Identity,
-                crate::error::Side::Internal,
-                "no password configured",
-            )
-        })
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// The methods to try, in order, for a new upstream connection.
+    pub fn methods(&self) -> &'static [Method] {
+        match self.mode {
+            AuthMode::Password => &[Method::Password],
+            AuthMode::Iam => &[Method::Iam],
+            AuthMode::IamWithPasswordFallback => &[Method::Iam, Method::Password],
+        }
+    }
+
+    /// The identity for `method`, waiting (at cold start only) for the first
+    /// IAM token.
+    pub async fn identity(&self, method: Method) -> Result<Identity, Error> {
+        if let (Method::Iam, Some(iam)) = (method, &self.iam) {
+            let mut rx = iam.current.clone();
+            let ready = |c: &refresher::Current| c.token.is_some() || c.error.is_some();
+            if !ready(&rx.borrow()) {
+                let _ = tokio::time::timeout(self.cold_start, rx.wait_for(ready)).await;
+            }
+        }
+        self.current(method)
+    }
+
+    /// The identity for `method` now, without waiting: never signs and never
+    /// fetches credentials (invariant 4).
+    pub fn current(&self, method: Method) -> Result<Identity, Error> {
+        let unavailable = |detail: String| Error::new(Kind::Identity, Side::Internal, detail);
+        match method {
+            Method::Password => self
+                .password
+                .clone()
+                .ok_or_else(|| unavailable("no password configured".into())),
+            Method::Iam => {
+                let iam = self
+                    .iam
+                    .as_ref()
+                    .ok_or_else(|| unavailable("IAM is not configured".into()))?;
+                let current = iam.current.borrow();
+                match &current.token {
+                    Some(token) if refresher::usable(token, std::time::SystemTime::now()) => {
+                        Ok(Identity {
+                            method: Method::Iam,
+                            user: Some(iam.user.clone()),
+                            secret: token.value.clone(),
+                        })
+                    }
+                    _ => Err(unavailable(match &current.error {
+                        Some(reason) => format!("no valid IAM token: {reason}"),
+                        None => "no IAM token yet (credentials are still being fetched)".into(),
+                    })),
+                }
+            }
+        }
+    }
+
+    /// Signing and credential counters (IAM modes).
+    pub fn iam_stats(&self) -> Option<Arc<refresher::Stats>> {
+        self.iam.as_ref().map(|i| i.stats.clone())
     }
 }

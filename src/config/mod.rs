@@ -11,7 +11,9 @@ use std::{
     time::Duration,
 };
 
-pub use value::{AuthMode, ByteSize, HumanDuration, LogFormat, LogLevel, UnixMode, Upstream};
+pub use value::{
+    AuthMode, ByteSize, HumanDuration, LogFormat, LogLevel, Service, UnixMode, Upstream,
+};
 
 use crate::auth::Secret;
 
@@ -90,8 +92,18 @@ settings! {
     #[arg(value_name = "FILE")] tls_client_key: PathBuf,
     /// Talk plaintext to the upstream (local development only)
     #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")] no_tls: bool,
-    /// How to authenticate to the upstream [default: password]
+    /// How to authenticate upstream [default: iam-with-password-fallback with both an IAM user and a password, iam with only an IAM user, else password]
     #[arg(value_name = "MODE")] auth: AuthMode,
+    /// ElastiCache user (user id = user name) that authenticates with IAM tokens
+    #[arg(value_name = "USER")] iam_user: String,
+    /// Replication group id or serverless cache name the tokens are signed for (not the endpoint)
+    #[arg(value_name = "NAME")] cache_name: String,
+    /// AWS region of the cache [default: from the AWS SDK chain, e.g. AWS_REGION]
+    #[arg(value_name = "REGION")] region: String,
+    /// The cache is ElastiCache Serverless (tokens carry ResourceType=ServerlessCache)
+    #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")] serverless: bool,
+    /// AWS service the tokens are signed for [default: elasticache]
+    #[arg(value_name = "SERVICE")] service: Service,
     /// ACL user for AUTH; unset sends legacy `AUTH <password>`
     #[arg(value_name = "USER")] password_user: String,
     /// Environment variable holding the upstream password
@@ -245,8 +257,22 @@ pub struct ClientCert {
 #[derive(Debug, Clone)]
 pub struct Auth {
     pub mode: AuthMode,
-    /// `Some` exactly when `mode` is [`AuthMode::Password`].
+    /// Set in the `password` and `iam-with-password-fallback` modes.
     pub password: Option<Password>,
+    /// Set in the `iam` and `iam-with-password-fallback` modes.
+    pub iam: Option<Iam>,
+}
+
+/// What IAM tokens are signed for. Names are lowercased, as ElastiCache
+/// validates them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iam {
+    pub user: String,
+    pub cache_name: String,
+    /// `None`: taken from the AWS SDK's region chain at startup.
+    pub region: Option<String>,
+    pub serverless: bool,
+    pub service: Service,
 }
 
 /// A static upstream password, read once at load.
@@ -364,7 +390,7 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
         unix_socket_mode: a.unix_socket_mode.map_or(0o660, |m| m.0),
         upstream,
         tls,
-        auth: auth(&a, env)?,
+        auth: auth(&a, env, &mut warnings)?,
         max_connections: a.max_connections.unwrap_or(10_000),
         connect_timeout,
         auth_timeout,
@@ -440,12 +466,78 @@ fn tls(a: &Args, upstream: &Upstream) -> Result<Option<Tls>, Error> {
     }))
 }
 
-fn auth(a: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Auth, Error> {
-    let mode = a.auth.unwrap_or(AuthMode::Password);
+fn auth(
+    a: &Args,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Auth, Error> {
+    let has_password = a.password_env.is_some() || a.password_file.is_some();
+    let mode = a
+        .auth
+        .unwrap_or(match (a.iam_user.is_some(), has_password) {
+            (true, true) => AuthMode::IamWithPasswordFallback,
+            (true, false) => AuthMode::Iam,
+            (false, _) => AuthMode::Password,
+        });
     let password = match mode {
-        AuthMode::Password => Some(password(a, env)?),
+        AuthMode::Password | AuthMode::IamWithPasswordFallback => Some(password(a, env)?),
+        AuthMode::Iam => {
+            if has_password {
+                warnings.push(
+                    "auth iam never falls back: the password setting is ignored (use iam-with-password-fallback)"
+                        .into(),
+                );
+            }
+            None
+        }
     };
-    Ok(Auth { mode, password })
+    let iam = if mode.uses_iam() {
+        let required = |name: &'static str, value: &Option<String>, fix: &'static str| match value
+            .as_deref()
+            .map(str::trim)
+        {
+            Some(v) if !v.is_empty() => Ok(v.to_ascii_lowercase()),
+            _ => Err(Error::Missing {
+                setting: Setting(name),
+                fix,
+            }),
+        };
+        let user = required(
+            "iam_user",
+            &a.iam_user,
+            "name the ElastiCache user created with --authentication-mode Type=iam",
+        )?;
+        let cache_name = required(
+            "cache_name",
+            &a.cache_name,
+            "set the replication group id or serverless cache name (not the endpoint host)",
+        )?;
+        if cache_name.contains('.') || cache_name.contains(':') {
+            warnings.push(format!(
+                "cache-name {cache_name:?} looks like an endpoint; tokens are signed for the replication group id or serverless cache name"
+            ));
+        }
+        if a.no_tls == Some(true) {
+            warnings.push("ElastiCache accepts IAM authentication only over TLS".into());
+        }
+        Some(Iam {
+            user,
+            cache_name,
+            region: a.region.clone().filter(|r| !r.trim().is_empty()),
+            serverless: a.serverless.unwrap_or(false),
+            service: a.service.unwrap_or(Service::Elasticache),
+        })
+    } else {
+        if a.iam_user.is_some() || a.cache_name.is_some() {
+            warnings.push("auth password: iam-user and cache-name are ignored".into());
+        }
+        None
+    };
+    Ok(Auth {
+        mode,
+        password,
+        iam,
+    })
 }
 
 fn password(a: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Password, Error> {

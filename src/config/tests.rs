@@ -188,7 +188,7 @@ fn errors_name_the_setting_and_never_the_password() {
         (BASE, &env("ELASTICACHE_AUTH_PROXY_UNIX_SOCKET_MODE", "0999"), None, &["ELASTICACHE_AUTH_PROXY_UNIX_SOCKET_MODE", "octal"]),
         (with_file, &[], Some("unix-socket-mode = 660"), &["unix-socket-mode"]),
         (BASE, &env("ELASTICACHE_AUTH_PROXY_NO_TLS", "yes"), None, &["ELASTICACHE_AUTH_PROXY_NO_TLS"]),
-        (BASE, &env("ELASTICACHE_AUTH_PROXY_AUTH", "iam"), None, &["ELASTICACHE_AUTH_PROXY_AUTH", "password"]),
+        (BASE, &env("ELASTICACHE_AUTH_PROXY_AUTH", "sso"), None, &["ELASTICACHE_AUTH_PROXY_AUTH", "iam-with-password-fallback"]),
         (BASE, &env("ELASTICACHE_AUTH_PROXY_LOG_LEVEL", "loud"), None, &["ELASTICACHE_AUTH_PROXY_LOG_LEVEL"]),
     ];
     for (argv, env, file, wants) in cases {
@@ -210,7 +210,7 @@ fn flag_syntax() {
         ("--no-tls maybe", Err("--no-tls")),
         ("--max-frame-size 1parsec", Err("--max-frame-size")),
         ("--upstream cache", Err("--upstream")),
-        ("--auth iam", Err("--auth")),
+        ("--auth sso", Err("--auth")),
         ("--colour blue", Err("--colour")),
     ];
     for (argv, want) in cases {
@@ -251,6 +251,68 @@ fn example_documents_every_key() {
             "{key} in example.toml"
         );
     }
-    assert_eq!(Args::KEYS.len(), 22);
+    assert_eq!(Args::KEYS.len(), 27);
     assert!(Args::KEYS.contains(&"tls-client-cert") && Args::KEYS.contains(&"no-tls"));
+}
+
+#[test]
+fn auth_mode_follows_what_is_configured() {
+    let env = |k: &str| (k == "PW").then(|| "pw".to_string());
+    let load = |args: &[&str]| {
+        let mut all = vec!["proxy", "--upstream", "cache.example.com:6379"];
+        all.extend_from_slice(args);
+        Config::load(Cli::try_parse_from(all).unwrap().args, &env)
+    };
+    let cases: &[(&[&str], Result<AuthMode, &str>)] = &[
+        (&["--password-env", "PW"], Ok(AuthMode::Password)),
+        (
+            &["--iam-user", "App", "--cache-name", "C"],
+            Ok(AuthMode::Iam),
+        ),
+        (
+            &[
+                "--iam-user",
+                "a",
+                "--cache-name",
+                "c",
+                "--password-env",
+                "PW",
+            ],
+            Ok(AuthMode::IamWithPasswordFallback),
+        ),
+        (&["--auth", "iam", "--cache-name", "c"], Err("--iam-user")),
+        (&["--auth", "iam", "--iam-user", "a"], Err("--cache-name")),
+        (
+            &[
+                "--auth",
+                "iam-with-password-fallback",
+                "--iam-user",
+                "a",
+                "--cache-name",
+                "c",
+            ],
+            Err("password"),
+        ),
+    ];
+    for (args, want) in cases {
+        match (load(args), want) {
+            (Ok(cfg), Ok(mode)) => assert_eq!(cfg.auth.mode, *mode, "{args:?}"),
+            (Err(e), Err(fragment)) => assert!(e.to_string().contains(fragment), "{args:?}: {e}"),
+            (got, want) => panic!("{args:?}: got {got:?}, want {want:?}"),
+        }
+    }
+    // Names are lowercased as ElastiCache validates them.
+    let cfg = load(&[
+        "--iam-user",
+        "App-User",
+        "--cache-name",
+        "My-Cache",
+        "--serverless",
+    ])
+    .unwrap();
+    let iam = cfg.auth.iam.unwrap();
+    assert_eq!(
+        (iam.user.as_str(), iam.cache_name.as_str(), iam.serverless),
+        ("app-user", "my-cache", true)
+    );
 }

@@ -205,14 +205,52 @@ macro_rules! from_str_via_value_enum {
         }
     )*};
 }
-from_str_via_value_enum!(AuthMode, LogFormat);
+from_str_via_value_enum!(AuthMode, LogFormat, Service);
 
-/// How the proxy authenticates to the upstream. IAM modes will be added as new variants.
+/// How the proxy authenticates to the upstream.
 #[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMode {
     /// `AUTH [user] <password>` with a static password.
     Password,
+    /// `AUTH <iam-user> <token>` with a fresh SigV4 token; never falls back.
+    Iam,
+    /// IAM first; the password user when IAM is unavailable or refused.
+    IamWithPasswordFallback,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Password => "password",
+            AuthMode::Iam => "iam",
+            AuthMode::IamWithPasswordFallback => "iam-with-password-fallback",
+        }
+    }
+
+    pub fn uses_iam(self) -> bool {
+        self != AuthMode::Password
+    }
+}
+
+/// The AWS service IAM tokens are signed for.
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Service {
+    /// Amazon ElastiCache (Redis OSS, Valkey).
+    Elasticache,
+    /// Amazon MemoryDB.
+    Memorydb,
+}
+
+impl Service {
+    /// The SigV4 signing name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Elasticache => "elasticache",
+            Service::Memorydb => "memorydb",
+        }
+    }
 }
 
 /// Log output format.
@@ -320,9 +358,17 @@ mod tests {
         }
         assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
         assert_eq!("password".parse::<AuthMode>(), Ok(AuthMode::Password));
+        assert_eq!("iam".parse::<AuthMode>(), Ok(AuthMode::Iam));
         assert_eq!(
-            "iam".parse::<AuthMode>(),
-            Err("expected one of password, got \"iam\"".to_string())
+            "iam-with-password-fallback".parse::<AuthMode>(),
+            Ok(AuthMode::IamWithPasswordFallback)
+        );
+        assert_eq!(
+            "sso".parse::<AuthMode>(),
+            Err(
+                "expected one of password, iam, iam-with-password-fallback, got \"sso\""
+                    .to_string()
+            )
         );
     }
 }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
 use crate::{
-    auth,
+    auth::{self, Method},
     error::{Error, Kind},
     resp::{self, command, inline, Class, Scanner, Side},
     upstream::{Connector, Stream},
@@ -82,8 +82,8 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let mut pending = BytesMut::new();
-    let upstream = match open(&ctx, &mut pending).await {
-        Ok(upstream) => upstream,
+    let (upstream, method) = match open(&ctx, &mut pending).await {
+        Ok(opened) => opened,
         Err(e) => {
             warn!(kind = e.kind.as_str(), side = ?e.side, detail = %e.detail, "cannot open upstream connection");
             let _ = client
@@ -93,41 +93,77 @@ where
             return End::Upstream(e);
         }
     };
-    let mut relay = Relay::new(ctx, pending);
+    let mut relay = Relay::new(ctx, pending, method);
     relay.run(client, upstream).await
 }
 
 /// Connects and authenticates one upstream connection.
-async fn open(ctx: &Context, rest: &mut BytesMut) -> Result<Stream, Error> {
+async fn open(ctx: &Context, rest: &mut BytesMut) -> Result<(Stream, Method), Error> {
     let mut stream = ctx.connector.connect().await?;
-    let identity = ctx.auth.identity()?;
-    let result = ctx
-        .connector
-        .authenticate(&mut stream, &identity, rest)
-        .await;
-    log_auth(&identity, &result, false);
-    result.map(|_| stream)
+    let mut failed: Vec<(Method, Error)> = Vec::new();
+    for &method in ctx.auth.methods() {
+        let fallback = !failed.is_empty();
+        let attempt = match ctx.auth.identity(method).await {
+            Ok(identity) => {
+                let result = ctx
+                    .connector
+                    .authenticate(&mut stream, &identity, rest)
+                    .await;
+                log_auth(method, identity.user_name(), &result, fallback, false);
+                result
+            }
+            Err(e) => {
+                log_auth(method, "-", &Err(e.clone()), fallback, false);
+                Err(e)
+            }
+        };
+        match attempt {
+            Ok(_) => return Ok((stream, method)),
+            // A refused AUTH leaves the connection usable for the next
+            // method; a dead or silent connection does not.
+            Err(e) if matches!(e.kind, Kind::AuthRejected | Kind::Identity) => {
+                failed.push((method, e))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Every method failed: the error names each one's failure.
+    let kind = failed.last().map_or(Kind::Identity, |(_, e)| e.kind);
+    let detail = failed
+        .iter()
+        .map(|(m, e)| format!("{}: {}", m.as_str(), e.detail))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Error::upstream(kind, detail))
 }
 
 /// One line per authentication attempt; never the secret.
-fn log_auth(identity: &auth::Identity, result: &Result<Duration, Error>, after_reset: bool) {
+fn log_auth(
+    method: Method,
+    user: &str,
+    result: &Result<Duration, Error>,
+    fallback: bool,
+    after_reset: bool,
+) {
     match result {
         Ok(took) => info!(
             target: "auth",
-            method = identity.method.as_str(),
-            user = identity.user_name(),
+            method = method.as_str(),
+            user,
             outcome = "success",
+            fallback,
             after_reset,
             duration_us = took.as_micros() as u64,
             "upstream AUTH succeeded"
         ),
         Err(e) => warn!(
             target: "auth",
-            method = identity.method.as_str(),
-            user = identity.user_name(),
+            method = method.as_str(),
+            user,
             outcome = "failure",
             kind = e.kind.as_str(),
             reason = %e.detail,
+            fallback,
             after_reset,
             "upstream AUTH failed"
         ),
@@ -192,6 +228,8 @@ impl Out {
 /// The relay state of one session.
 struct Relay {
     ctx: Arc<Context>,
+    /// How this connection authenticated; RESET and HELLO re-use it.
+    method: Method,
     ledger: Ledger,
     // Client → upstream. `cbuf[..cstart]` holds complete commands to forward,
     // `cbuf[cstart..cpos]` the scanned part of the command in progress.
@@ -225,11 +263,12 @@ struct Relay {
 }
 
 impl Relay {
-    fn new(ctx: Arc<Context>, upstream_bytes: BytesMut) -> Self {
+    fn new(ctx: Arc<Context>, upstream_bytes: BytesMut, method: Method) -> Self {
         let max = ctx.limits.max_frame;
         let upos = 0;
         Relay {
             ctx,
+            method,
             ledger: Ledger::new(),
             req: Scanner::new(Side::Request, max),
             cbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -472,7 +511,18 @@ impl Relay {
                 self.answer_locally(answer);
             }
             Class::Hello => match command::hello(&refs) {
-                Ok(hello) => {
+                Ok(mut hello) => {
+                    // In IAM mode HELLO carries a fresh token, which also
+                    // restarts the server's 12-hour window.
+                    let identity = match (self.method, hello.proto) {
+                        (Method::Iam, Some(_)) => self.ctx.auth.current(Method::Iam).ok(),
+                        _ => None,
+                    };
+                    if let Some(identity) = &identity {
+                        let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+                        auth.extend(identity.hello_auth());
+                        hello.args.splice(2..2, auth);
+                    }
                     let mut out = BytesMut::new();
                     resp::encode_command(&mut out, &hello.args);
                     self.to_up.push(out.freeze());
@@ -519,7 +569,7 @@ impl Relay {
     /// RESET de-authenticates the connection: authenticate it again right
     /// behind the RESET, before any later command, and swallow the reply.
     fn reauthenticate_after_reset(&mut self) {
-        match self.ctx.auth.identity() {
+        match self.ctx.auth.current(self.method) {
             Ok(identity) => {
                 // Everything up to and including the RESET goes first.
                 self.cstart = self.cpos;

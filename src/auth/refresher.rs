@@ -1,0 +1,269 @@
+//! Keeps a current IAM token ready (invariant 4): a background task fetches
+//! credentials (cached until shortly before they expire), signs, publishes
+//! the token on a watch channel and sleeps until the next refresh. The
+//! connection path only reads the channel: no signing, no credential fetch.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime},
+};
+
+use aws_credential_types::{
+    provider::{ProvideCredentials, SharedCredentialsProvider},
+    Credentials,
+};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::token::{self, Params, Token};
+
+/// Refresh when this fraction of the remaining life has passed.
+const REFRESH_FRACTION: f64 = 0.5;
+/// Never refresh more often than this (a token that is nearly dead still
+/// gets a new one soon enough)...
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+/// ...nor less often than this.
+const MAX_REFRESH: Duration = Duration::from_secs(300);
+/// A token with less life left than this is not handed out.
+pub const MIN_VALIDITY: Duration = Duration::from_secs(10);
+/// Backoff after failures: base, doubling, capped.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// When to refresh a token that expires at `expires_at`, seen at `now`.
+pub fn refresh_in(now: SystemTime, expires_at: SystemTime) -> Duration {
+    let remaining = expires_at.duration_since(now).unwrap_or_default();
+    remaining
+        .mul_f64(REFRESH_FRACTION)
+        .clamp(MIN_REFRESH, MAX_REFRESH)
+}
+
+/// How long to wait after `failures` consecutive failures; `jitter` in
+/// [0, 1) spreads a fleet's retries.
+pub fn backoff(failures: u32, jitter: f64) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    let capped = exp.min(BACKOFF_MAX);
+    // Full jitter on the upper half keeps a floor while spreading retries.
+    capped.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// Whether cached credentials are still good at `now`: they are used until
+/// less than 30% of their life (and at most 5 minutes) remains.
+pub fn credentials_fresh(
+    now: SystemTime,
+    fetched_at: SystemTime,
+    expiry: Option<SystemTime>,
+) -> bool {
+    let Some(expiry) = expiry else {
+        return true;
+    };
+    let life = expiry.duration_since(fetched_at).unwrap_or_default();
+    let margin = life.mul_f64(0.3).min(Duration::from_secs(300));
+    expiry.duration_since(now).is_ok_and(|left| left > margin)
+}
+
+/// What the connection path sees.
+#[derive(Clone, Debug, Default)]
+pub struct Current {
+    pub token: Option<Arc<Token>>,
+    /// Why the last refresh failed (no secrets), while it keeps failing.
+    pub error: Option<Arc<str>>,
+}
+
+/// Counters a test or a metric can read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub signatures: AtomicU64,
+    pub credential_fetches: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// Starts the refresher; the returned receiver always holds the latest state.
+pub fn spawn(
+    provider: SharedCredentialsProvider,
+    params: Params,
+    stats: Arc<Stats>,
+) -> watch::Receiver<Current> {
+    let (tx, rx) = watch::channel(Current::default());
+    tokio::spawn(run(provider, params, stats, tx));
+    rx
+}
+
+async fn run(
+    provider: SharedCredentialsProvider,
+    params: Params,
+    stats: Arc<Stats>,
+    tx: watch::Sender<Current>,
+) {
+    let mut cached: Option<(Credentials, SystemTime)> = None;
+    let mut failures = 0u32;
+    loop {
+        let now = SystemTime::now();
+        let creds = match &cached {
+            Some((c, fetched)) if credentials_fresh(now, *fetched, c.expiry()) => Ok(c.clone()),
+            _ => {
+                stats.credential_fetches.fetch_add(1, Ordering::Relaxed);
+                match provider.provide_credentials().await {
+                    Ok(c) => {
+                        cached = Some((c.clone(), SystemTime::now()));
+                        Ok(c)
+                    }
+                    // The SDK's errors name the providers tried, never a key.
+                    Err(e) => Err(format!(
+                        "no AWS credentials: {}",
+                        super::DisplayErrorChain(&e)
+                    )),
+                }
+            }
+        };
+        let signed = creds.and_then(|c| {
+            stats.signatures.fetch_add(1, Ordering::Relaxed);
+            token::sign(&c, &params, SystemTime::now()).map_err(|e| e.to_string())
+        });
+        let wait = match signed {
+            Ok(token) => {
+                failures = 0;
+                let wait = refresh_in(SystemTime::now(), token.expires_at);
+                debug!(refresh_in = ?wait, "IAM token refreshed");
+                tx.send_replace(Current {
+                    token: Some(Arc::new(token)),
+                    error: None,
+                });
+                wait
+            }
+            Err(reason) => {
+                failures += 1;
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                let wait = backoff(failures, jitter());
+                warn!(%reason, retry_in = ?wait, failures, "IAM token refresh failed");
+                // Keep a token that is still valid: a brief credentials
+                // outage must not fail connections that could still work.
+                tx.send_modify(|cur| {
+                    if cur
+                        .token
+                        .as_ref()
+                        .is_some_and(|t| !usable(t, SystemTime::now()))
+                    {
+                        cur.token = None;
+                    }
+                    cur.error = Some(reason.into());
+                });
+                wait
+            }
+        };
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Whether a token can still be sent: it must outlive the AUTH round trip.
+pub fn usable(token: &Token, now: SystemTime) -> bool {
+    token
+        .expires_at
+        .duration_since(now)
+        .is_ok_and(|left| left >= MIN_VALIDITY)
+}
+
+/// A cheap, dependency-free jitter in [0, 1).
+fn jitter() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    fn at(secs: u64) -> SystemTime {
+        T0 + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn refresh_timing() {
+        let cases: &[(u64, u64, Duration)] = &[
+            // now, expires_at, refresh in
+            (0, 900, Duration::from_secs(300)), // a fresh token: capped at 5 min
+            (0, 400, Duration::from_secs(200)), // half of what is left
+            (0, 60, Duration::from_secs(30)),   // short-lived STS credentials
+            (0, 1, Duration::from_secs(1)),     // floor
+            (100, 50, Duration::from_secs(1)),  // already expired: retry soon
+        ];
+        for &(now, exp, want) in cases {
+            assert_eq!(
+                refresh_in(at(now), at(exp)),
+                want,
+                "now {now} expires {exp}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        assert_eq!(backoff(1, 1.0), Duration::from_millis(250));
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(125));
+        assert_eq!(backoff(3, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(30, 1.0), BACKOFF_MAX);
+        assert!(backoff(30, 0.0) >= BACKOFF_MAX / 2);
+    }
+
+    #[test]
+    fn credentials_are_refetched_before_they_expire() {
+        let cases: &[(u64, u64, Option<u64>, bool)] = &[
+            // now, fetched, expiry, fresh
+            (0, 0, None, true), // long-term keys never expire
+            (0, 0, Some(3600), true),
+            (3200, 0, Some(3600), true),  // 400 s left > 300 s margin
+            (3400, 0, Some(3600), false), // 200 s left
+            (6, 0, Some(10), true),       // 10 s credentials: 3 s margin
+            (8, 0, Some(10), false),
+            (11, 0, Some(10), false), // expired
+        ];
+        for &(now, fetched, exp, want) in cases {
+            assert_eq!(
+                credentials_fresh(at(now), at(fetched), exp.map(at)),
+                want,
+                "now {now} fetched {fetched} expiry {exp:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keeps_a_token_ready_and_signs_in_the_background() {
+        let creds = Credentials::new("AKID", "secret", None, None, "test");
+        let stats = Arc::new(Stats::default());
+        let params = Params {
+            cache_name: "c".into(),
+            user: "u".into(),
+            region: "us-east-1".into(),
+            service: crate::config::Service::Elasticache,
+            serverless: false,
+        };
+        let mut rx = spawn(SharedCredentialsProvider::new(creds), params, stats.clone());
+        rx.wait_for(|c| c.token.is_some()).await.unwrap();
+        assert_eq!(stats.signatures.load(Ordering::Relaxed), 1);
+        // Reading the token any number of times signs nothing.
+        for _ in 0..1000 {
+            assert!(rx.borrow().token.is_some());
+        }
+        assert_eq!(stats.signatures.load(Ordering::Relaxed), 1);
+        // The paused clock jumps to each refresh: one signature per 5 min
+        // (the SystemTime-based expiry stays 900 s ahead of real time).
+        tokio::time::sleep(Duration::from_secs(301)).await;
+        rx.changed().await.unwrap();
+        assert_eq!(stats.signatures.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            stats.credential_fetches.load(Ordering::Relaxed),
+            1,
+            "static keys are cached"
+        );
+    }
+}
