@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The proxy's main job on an embedded default: a local redis-server that
-# requires TLS and a password user (the `default` user is off), and the proxy
-# in front of it on 127.0.0.1:${DEMO_PORT:-6379}. Any plain client works:
-#   redis-cli -p 6379 ACL WHOAMI      # -> app
+# The proxy's main job on an embedded default, with no AWS account: the full
+# IAM flow against a local stand-in for ElastiCache.
+#   redis-server (plaintext, loopback)  <- the cache's data
+#   elasticache-iam-emulator (TLS :6380) <- checks every SigV4 IAM token, like ElastiCache
+#   elasticache-auth-proxy (:6379)       <- signs tokens with demo AWS credentials
+# Any plain client works:
+#   redis-cli -p 6379 ACL WHOAMI      # -> app-iam
 # Runs until Ctrl-C; `scripts/demo.sh --once` checks the flow and exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +23,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 echo "building the proxy (release)..." >&2
-cargo build --release --quiet
+cargo build --release --quiet --bins
 bin=target/release/elasticache-auth-proxy
 
 # A throwaway CA and a server certificate for localhost.
@@ -32,18 +35,45 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$work/san.cnf"
 openssl x509 -req -days 1 -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
   -CAcreateserial -extfile "$work/san.cnf" -out "$work/server.pem" 2>/dev/null
 
-# The password lives only in this process's environment and redis's ACL.
-export DEMO_REDIS_PASSWORD
-DEMO_REDIS_PASSWORD=$(openssl rand -hex 16)
-redis-server --port 0 --tls-port "$tls_port" --bind 127.0.0.1 \
-  --tls-cert-file "$work/server.pem" --tls-key-file "$work/server.key" \
-  --tls-ca-cert-file "$work/ca.pem" --tls-auth-clients no \
-  --save "" --appendonly no --dir "$work" --logfile "$work/redis.log" \
-  --user default off --user app on ">$DEMO_REDIS_PASSWORD" '~*' '&*' '+@all' &
+# The backend password and the demo AWS keys live only in this script's
+# processes. The emulator accepts tokens signed with the demo keys.
+export EMULATOR_BACKEND_PASSWORD DEMO_PASSWORD
+EMULATOR_BACKEND_PASSWORD=$(openssl rand -hex 16)
+DEMO_PASSWORD=$(openssl rand -hex 16)
+demo_key_id="AKIDDEMO$(openssl rand -hex 6 | tr a-f A-F)"
+demo_secret=$(openssl rand -base64 30)
+backend_port=$((tls_port + 1000))
+redis-server --port "$backend_port" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$work" --logfile "$work/redis.log" \
+  --user default off \
+  --user app-iam on ">$EMULATOR_BACKEND_PASSWORD" '~*' '&*' '+@all' \
+  --user app on ">$DEMO_PASSWORD" '~*' '&*' '+@all' &
 pids+=($!)
 
+cat > "$work/emulator.toml" <<TOML
+listen = "127.0.0.1:$tls_port"
+backend = "127.0.0.1:$backend_port"
+backend-password-env = "EMULATOR_BACKEND_PASSWORD"
+tls-cert = "$work/server.pem"
+tls-key = "$work/server.key"
+cache-name = "demo-cache"
+region = "us-east-1"
+iam-users = ["app-iam"]
+
+[[credentials]]
+access-key-id = "$demo_key_id"
+secret-access-key = "$demo_secret"
+TOML
+target/release/elasticache-iam-emulator --config "$work/emulator.toml" > "$work/emulator.out" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^stats ' "$work/emulator.out" 2>/dev/null && break; sleep 0.1; done
+
+# The proxy finds the demo keys through the AWS SDK's default chain (here the
+# environment, as on a laptop; on ECS/EKS it would be the task or pod role).
+AWS_ACCESS_KEY_ID="$demo_key_id" AWS_SECRET_ACCESS_KEY="$demo_secret" AWS_EC2_METADATA_DISABLED=true \
 "$bin" --listen "127.0.0.1:$port" --upstream "localhost:$tls_port" \
-  --tls-ca-file "$work/ca.pem" --password-user app --password-env DEMO_REDIS_PASSWORD &
+  --tls-ca-file "$work/ca.pem" --iam-user app-iam --cache-name demo-cache --region us-east-1 \
+  --password-user app --password-env DEMO_PASSWORD &
 pids+=($!)
 
 for _ in $(seq 100); do
@@ -52,15 +82,21 @@ for _ in $(seq 100); do
 done
 
 echo
-echo "== upstream: redis-server with TLS on localhost:$tls_port, user 'app', default user off"
-echo "== proxy:    plain RESP on 127.0.0.1:$port"
+echo "== cache:    elasticache-iam-emulator (TLS, IAM tokens checked) on localhost:$tls_port, cache 'demo-cache'"
+echo "== proxy:    plain RESP on 127.0.0.1:$port, IAM user 'app-iam' (password user 'app' as fallback)"
 echo "\$ redis-cli -p $port ACL WHOAMI"
 whoami=$(redis-cli -p "$port" ACL WHOAMI)
 echo "$whoami"
 echo "\$ redis-cli -p $port SET greeting hello && redis-cli -p $port GET greeting"
 redis-cli -p "$port" SET greeting hello
 redis-cli -p "$port" GET greeting
-[ "$whoami" = "app" ] || { echo "demo failed: expected ACL WHOAMI = app" >&2; exit 1; }
+echo "\$ elasticache-auth-proxy token --cache-name demo-cache --iam-user app-iam --region us-east-1   # what the proxy sends"
+AWS_ACCESS_KEY_ID="$demo_key_id" AWS_SECRET_ACCESS_KEY="$demo_secret" AWS_EC2_METADATA_DISABLED=true \
+  "$bin" token --cache-name demo-cache --iam-user app-iam --region us-east-1 | sed -E 's/(X-Amz-Signature=)[0-9a-f]+/\1<signature>/'
+echo "== emulator counters:"
+stats_addr=$(sed -n 's/^stats //p' "$work/emulator.out")
+exec 3<>"/dev/tcp/${stats_addr%:*}/${stats_addr##*:}"; grep -E '^(iam_auth_(success|failure|throttled)_total|sessions_expired_total) ' <&3 || true; exec 3<&-
+[ "$whoami" = "app-iam" ] || { echo "demo failed: expected ACL WHOAMI = app-iam" >&2; exit 1; }
 
 if [ "${1:-}" = "--once" ]; then
   echo "demo ok"

@@ -60,11 +60,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Builds the upstream connector and binds the listeners.
+    /// Builds the upstream connector and the auth provider (the AWS SDK's
+    /// default credential chain in IAM modes) and binds the listeners.
     pub async fn bind(cfg: &config::Config) -> Result<Server, StartError> {
+        let auth = auth::Provider::new(&cfg.auth, COLD_START).await?;
+        Server::bind_with(cfg, auth).await
+    }
+
+    /// Like [`Server::bind`] with a ready auth provider (for embedding, and
+    /// for tests that bring their own credentials).
+    pub async fn bind_with(
+        cfg: &config::Config,
+        auth: auth::Provider,
+    ) -> Result<Server, StartError> {
         let ctx = Arc::new(Context {
             connector: Connector::new(cfg)?,
-            auth: auth::Provider::new(&cfg.auth, COLD_START).await?,
+            auth,
             limits: Limits {
                 max_frame: cfg.max_frame_size,
                 max_pipeline: MAX_PIPELINE,

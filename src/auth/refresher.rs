@@ -27,17 +27,27 @@ const REFRESH_FRACTION: f64 = 0.5;
 const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// ...nor less often than this.
 const MAX_REFRESH: Duration = Duration::from_secs(300);
-/// A token with less life left than this is not handed out.
-pub const MIN_VALIDITY: Duration = Duration::from_secs(10);
+/// A token with less life left than this is not handed out: it must
+/// outlive the AUTH round trip.
+pub const MIN_VALIDITY: Duration = Duration::from_secs(2);
+/// A refresh comes at least this long before the token expires, so a
+/// usable token is always in place.
+const REFRESH_LEAD: Duration = Duration::from_secs(3);
+/// Credentials are refetched when less than this (or 30% of their life,
+/// up to 5 minutes) remains.
+const CREDENTIALS_MARGIN: Duration = Duration::from_secs(6);
 /// Backoff after failures: base, doubling, capped.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// When to refresh a token that expires at `expires_at`, seen at `now`.
+/// When to refresh a token that expires at `expires_at`, seen at `now`:
+/// halfway through its remaining life, and no later than `REFRESH_LEAD`
+/// before it expires.
 pub fn refresh_in(now: SystemTime, expires_at: SystemTime) -> Duration {
     let remaining = expires_at.duration_since(now).unwrap_or_default();
-    remaining
-        .mul_f64(REFRESH_FRACTION)
+    let halfway = remaining.mul_f64(REFRESH_FRACTION);
+    halfway
+        .min(remaining.saturating_sub(REFRESH_LEAD))
         .clamp(MIN_REFRESH, MAX_REFRESH)
 }
 
@@ -51,7 +61,7 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
 }
 
 /// Whether cached credentials are still good at `now`: they are used until
-/// less than 30% of their life (and at most 5 minutes) remains.
+/// less than 30% of their life (at most 5 minutes, at least 6 s) remains.
 pub fn credentials_fresh(
     now: SystemTime,
     fetched_at: SystemTime,
@@ -61,7 +71,10 @@ pub fn credentials_fresh(
         return true;
     };
     let life = expiry.duration_since(fetched_at).unwrap_or_default();
-    let margin = life.mul_f64(0.3).min(Duration::from_secs(300));
+    let margin = life
+        .mul_f64(0.3)
+        .min(Duration::from_secs(300))
+        .max(CREDENTIALS_MARGIN);
     expiry.duration_since(now).is_ok_and(|left| left > margin)
 }
 
@@ -193,9 +206,11 @@ mod tests {
             // now, expires_at, refresh in
             (0, 900, Duration::from_secs(300)), // a fresh token: capped at 5 min
             (0, 400, Duration::from_secs(200)), // half of what is left
-            (0, 60, Duration::from_secs(30)),   // short-lived STS credentials
-            (0, 1, Duration::from_secs(1)),     // floor
-            (100, 50, Duration::from_secs(1)),  // already expired: retry soon
+            (0, 8, Duration::from_secs(4)),
+            (0, 5, Duration::from_secs(2)), // at least 3 s before expiry
+            (0, 60, Duration::from_secs(30)), // short-lived STS credentials
+            (0, 1, Duration::from_secs(1)), // floor
+            (100, 50, Duration::from_secs(1)), // already expired: retry soon
         ];
         for &(now, exp, want) in cases {
             assert_eq!(
@@ -223,8 +238,10 @@ mod tests {
             (0, 0, Some(3600), true),
             (3200, 0, Some(3600), true),  // 400 s left > 300 s margin
             (3400, 0, Some(3600), false), // 200 s left
-            (6, 0, Some(10), true),       // 10 s credentials: 3 s margin
-            (8, 0, Some(10), false),
+            (3, 0, Some(10), true),       // 10 s credentials: 6 s margin
+            (5, 0, Some(10), false),
+            (13, 0, Some(20), true), // 7 s left
+            (15, 0, Some(20), false),
             (11, 0, Some(10), false), // expired
         ];
         for &(now, fetched, exp, want) in cases {

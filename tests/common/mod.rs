@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 mod certs;
+mod emulator;
 mod proxy;
 mod redis;
 mod resp;
@@ -27,6 +28,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
 pub use certs::Certs;
+#[allow(unused_imports)] // Only the IAM tests use the emulator.
+pub use emulator::{
+    backend_options, AwsCreds, Emulator, EmulatorOptions, BACKEND_PASSWORD, CACHE, IAM_USER, REGION,
+};
 #[allow(unused_imports)] // Not every test binary reads the password variable.
 pub use proxy::{Proxy, PASSWORD_ENV};
 pub use redis::{RedisOptions, RedisServer};

@@ -3,7 +3,8 @@
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
 
-use elasticache_auth_proxy::{config, server::Server};
+use aws_credential_types::{provider::SharedCredentialsProvider, Credentials};
+use elasticache_auth_proxy::{auth, config, server::Server};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use super::RedisServer;
@@ -15,6 +16,8 @@ pub const PASSWORD_ENV: &str = "TEST_UPSTREAM_PASSWORD";
 pub struct Proxy {
     pub addr: SocketAddr,
     pub unix_socket: Option<PathBuf>,
+    /// The auth provider, for its signing counters.
+    pub auth: Option<auth::Provider>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -44,6 +47,48 @@ impl Proxy {
         let lookup = move |k: &str| env.get(k).cloned();
         let cfg = config::Config::load(args, &lookup).expect("test config is valid");
         let server = Server::bind(&cfg).await.expect("proxy binds");
+        Proxy::serve(server, &cfg, None)
+    }
+
+    /// Settings for IAM against the emulator on `emulator_port`, trusting
+    /// `redis`'s test CA (the emulator serves the same certificate).
+    pub fn iam_args(redis: &RedisServer, emulator_port: u16) -> config::Args {
+        config::Args {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            upstream: Some(format!("localhost:{emulator_port}").parse().unwrap()),
+            tls_ca_file: Some(redis.certs.ca.clone()),
+            auth: Some(config::AuthMode::Iam),
+            iam_user: Some(super::IAM_USER.into()),
+            cache_name: Some(super::CACHE.into()),
+            region: Some(super::REGION.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Starts a proxy whose IAM tokens are signed with `creds` (instead of
+    /// the process's AWS credential chain); `password` backs `PASSWORD_ENV`.
+    pub async fn start_with_credentials(
+        args: config::Args,
+        password: &str,
+        creds: Credentials,
+    ) -> Proxy {
+        let env: HashMap<String, String> =
+            [(PASSWORD_ENV.to_string(), password.to_string())].into();
+        let lookup = move |k: &str| env.get(k).cloned();
+        let cfg = config::Config::load(args, &lookup).expect("test config is valid");
+        let provider = auth::Provider::with_credentials(
+            &cfg.auth,
+            Some(SharedCredentialsProvider::new(creds)),
+            super::REGION.into(),
+            std::time::Duration::from_secs(5),
+        );
+        let server = Server::bind_with(&cfg, provider.clone())
+            .await
+            .expect("proxy binds");
+        Proxy::serve(server, &cfg, Some(provider))
+    }
+
+    fn serve(server: Server, cfg: &config::Config, auth: Option<auth::Provider>) -> Proxy {
         let (stop, stopped) = oneshot::channel::<()>();
         let addr = server.local_addr();
         let task = tokio::spawn(server.run(async {
@@ -52,6 +97,7 @@ impl Proxy {
         Proxy {
             addr,
             unix_socket: cfg.unix_socket.clone(),
+            auth,
             stop: Some(stop),
             task: Some(task),
         }

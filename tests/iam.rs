@@ -1,0 +1,399 @@
+//! IAM end to end: client → proxy → local IAM emulator (which recomputes every
+//! SigV4 signature) → real redis-server. In-process tests bring their own
+//! credentials; process tests run the real binary on the AWS SDK's real
+//! credential chain (environment, container-credentials endpoint).
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use aws_credential_types::Credentials;
+use common::{
+    backend_options, text, AwsCreds, Emulator, EmulatorOptions, Proxy, RedisServer, Resp, CACHE,
+    IAM_USER, REGION,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+fn test_creds() -> Credentials {
+    Credentials::new("AKIDTEST", "test-secret-key", None, None, "test")
+}
+
+fn setup(opts: &EmulatorOptions) -> (RedisServer, Emulator) {
+    let redis = RedisServer::start(backend_options());
+    let emulator = Emulator::start(&redis, opts);
+    (redis, emulator)
+}
+
+async fn whoami(addr: SocketAddr) -> String {
+    let mut c = Resp::connect(addr).await;
+    text(&c.cmd(&[b"ACL", b"WHOAMI"]).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_authenticate_as_the_iam_user_without_signing_each_time() {
+    let (redis, emulator) = setup(&EmulatorOptions::default());
+    let args = Proxy::iam_args(&redis, emulator.addr.port());
+    let proxy = Proxy::start_with_credentials(args, "unused", test_creds()).await;
+    for _ in 0..20 {
+        assert_eq!(whoami(proxy.addr).await, format!("${IAM_USER}"));
+    }
+    // Twenty connections, each with a token the emulator verified...
+    assert_eq!(emulator.stat("iam_auth_success_total"), 20);
+    assert_eq!(emulator.stat("iam_auth_failure_total"), 0);
+    // ...and one signature: the connection path only reads the current token.
+    let stats = proxy.auth.as_ref().unwrap().iam_stats().unwrap();
+    assert_eq!(stats.signatures.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.credential_fetches.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_and_reset_carry_fresh_tokens() {
+    let (redis, emulator) = setup(&EmulatorOptions::default());
+    let args = Proxy::iam_args(&redis, emulator.addr.port());
+    let proxy = Proxy::start_with_credentials(args, "unused", test_creds()).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    // The client's own credentials are replaced by the proxy's IAM token.
+    let hello = text(
+        &c.cmd(&[
+            b"HELLO",
+            b"3",
+            b"AUTH",
+            b"someone",
+            b"old-password",
+            b"SETNAME",
+            b"n1",
+        ])
+        .await,
+    );
+    assert!(hello.contains("proto:3"), "{hello}");
+    assert_eq!(
+        text(&c.cmd(&[b"ACL", b"WHOAMI"]).await),
+        format!("${IAM_USER}")
+    );
+    assert_eq!(text(&c.cmd(&[b"CLIENT", b"GETNAME"]).await), "$n1");
+    assert_eq!(text(&c.cmd(&[b"RESET"]).await), "+RESET");
+    assert_eq!(
+        text(&c.cmd(&[b"ACL", b"WHOAMI"]).await),
+        format!("${IAM_USER}")
+    );
+    // Connection AUTH, HELLO AUTH, AUTH after RESET: three verified tokens.
+    assert_eq!(emulator.stat("iam_auth_success_total"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serverless_tokens_carry_the_resource_type() {
+    let opts = EmulatorOptions {
+        serverless: true,
+        ..EmulatorOptions::default()
+    };
+    let (redis, emulator) = setup(&opts);
+    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
+    args.serverless = Some(true);
+    let proxy = Proxy::start_with_credentials(args, "unused", test_creds()).await;
+    assert_eq!(whoami(proxy.addr).await, format!("${IAM_USER}"));
+
+    // A node-based token is refused by a serverless cache.
+    let args = Proxy::iam_args(&redis, emulator.addr.port());
+    let proxy = Proxy::start_with_credentials(args, "unused", test_creds()).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    let refused = text(&c.cmd(&[b"PING"]).await);
+    assert!(
+        refused.starts_with("-ERR elasticache-auth-proxy: the upstream server rejected"),
+        "{refused}"
+    );
+    assert!(
+        !refused.contains("X-Amz"),
+        "no token in client errors: {refused}"
+    );
+    assert_eq!(emulator.stat("iam_auth_failure_total"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_fails_in_iam_mode_and_falls_back_to_the_password() {
+    let (redis, emulator) = setup(&EmulatorOptions::default());
+    let wrong = Credentials::new("AKIDTEST", "not-the-secret", None, None, "test");
+
+    let args = Proxy::iam_args(&redis, emulator.addr.port());
+    let proxy = Proxy::start_with_credentials(args, "unused", wrong.clone()).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    let refused = text(&c.cmd(&[b"PING"]).await);
+    assert!(
+        refused.starts_with("-ERR elasticache-auth-proxy:"),
+        "{refused}"
+    );
+
+    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
+    args.auth = Some(elasticache_auth_proxy::config::AuthMode::IamWithPasswordFallback);
+    args.password_user = Some("app".into());
+    args.password_env = Some(common::PASSWORD_ENV.into());
+    let proxy = Proxy::start_with_credentials(args, "app-secret-pw", wrong).await;
+    assert_eq!(whoami(proxy.addr).await, "$app");
+    assert_eq!(emulator.stat("iam_auth_failure_total"), 2);
+    assert_eq!(emulator.stat("password_auth_total"), 1);
+}
+
+// ---- the real binary on the real AWS credential chain ----
+
+/// A proxy process, killed on drop.
+struct ProxyProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ProxyProcess {
+    /// Starts the binary with exactly `env` (plus PATH) and IAM flags for
+    /// the emulator; waits until it accepts connections.
+    fn start(
+        emulator: &Emulator,
+        redis: &RedisServer,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> ProxyProcess {
+        let port = common::free_port();
+        let home = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_elasticache-auth-proxy"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            // No ~/.aws of the machine running the tests, and no IMDS.
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", &format!("localhost:{}", emulator.addr.port())])
+            .arg("--tls-ca-file")
+            .arg(&redis.certs.ca)
+            .args(["--iam-user", IAM_USER, "--cache-name", CACHE])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn proxy");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "proxy did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::mem::forget(home);
+        ProxyProcess { child, addr }
+    }
+
+    fn stderr(mut self) -> String {
+        let _ = self.child.kill();
+        let mut out = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut out);
+        }
+        out
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_the_environment() {
+    let (redis, emulator) = setup(&EmulatorOptions::default());
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIDTEST".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-key".to_string()),
+        ("AWS_REGION", REGION.to_string()),
+    ];
+    let proxy = ProxyProcess::start(&emulator, &redis, &[], &env);
+    assert_eq!(whoami(proxy.addr).await, format!("${IAM_USER}"));
+    let log = proxy.stderr();
+    assert!(log.contains("upstream AUTH succeeded"), "{log}");
+    assert!(
+        !log.contains("test-secret-key") && !log.contains("X-Amz-Signature"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_are_a_clear_error() {
+    let (redis, emulator) = setup(&EmulatorOptions::default());
+    let env = [("AWS_REGION", REGION.to_string())];
+    let proxy = ProxyProcess::start(&emulator, &redis, &[], &env);
+    let started = Instant::now();
+    let reply = whoami(proxy.addr).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no long wait for credentials that cannot come"
+    );
+    assert_eq!(
+        reply,
+        "-ERR elasticache-auth-proxy: no credentials to authenticate upstream (the proxy log has the reason)"
+    );
+    let log = proxy.stderr();
+    assert!(log.contains("no AWS credentials"), "{log}");
+}
+
+/// A container-credentials endpoint (what ECS and EKS Pod Identity serve)
+/// that hands out a new set of temporary credentials every `period`, each
+/// valid for `validity` from the start of its period.
+struct CredentialsEndpoint {
+    addr: SocketAddr,
+    served: Arc<Mutex<Vec<String>>>,
+}
+
+const PERIOD: Duration = Duration::from_secs(3);
+const VALIDITY: Duration = Duration::from_secs(12);
+
+fn rotation(start: SystemTime, k: u32) -> AwsCreds {
+    AwsCreds {
+        access_key_id: format!("ASIAROTATE{k:04}"),
+        secret_access_key: format!("rotating-secret-{k}"),
+        session_token: Some(format!("rotating-session-{k}")),
+        expires_at: Some(
+            humantime::format_rfc3339_seconds(start + PERIOD * k + VALIDITY).to_string(),
+        ),
+    }
+}
+
+impl CredentialsEndpoint {
+    async fn start(start: SystemTime) -> CredentialsEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let log = served.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let k = (SystemTime::now()
+                    .duration_since(start)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+                    / PERIOD.as_secs_f64()) as u32;
+                let c = rotation(start, k);
+                log.lock().unwrap().push(c.access_key_id.clone());
+                tokio::spawn(async move {
+                    let mut req = vec![0u8; 4096];
+                    let _ = s.read(&mut req).await;
+                    let body = format!(
+                        r#"{{"AccessKeyId":"{}","SecretAccessKey":"{}","Token":"{}","Expiration":"{}"}}"#,
+                        c.access_key_id,
+                        c.secret_access_key,
+                        c.session_token.unwrap(),
+                        c.expires_at.unwrap()
+                    );
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        CredentialsEndpoint { addr, served }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_container_credentials_keep_new_connections_authenticating() {
+    let start = SystemTime::now();
+    let opts = EmulatorOptions {
+        credentials: (0..12).map(|k| rotation(start, k)).collect(),
+        ..EmulatorOptions::default()
+    };
+    let (redis, emulator) = setup(&opts);
+    let endpoint = CredentialsEndpoint::start(start).await;
+    let env = [
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{}/v2/credentials", endpoint.addr),
+        ),
+        ("AWS_REGION", REGION.to_string()),
+    ];
+    let proxy = ProxyProcess::start(&emulator, &redis, &[], &env);
+    // Past the first credentials' expiry (12 s): every new connection still
+    // authenticates, with tokens from newer credentials.
+    let until = Instant::now() + VALIDITY + Duration::from_secs(4);
+    let mut connections = 0;
+    while Instant::now() < until {
+        assert_eq!(
+            whoami(proxy.addr).await,
+            format!("${IAM_USER}"),
+            "connection {connections}"
+        );
+        connections += 1;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let served = endpoint.served.lock().unwrap().clone();
+    let mut distinct = served.clone();
+    distinct.dedup();
+    assert!(distinct.len() >= 3, "credentials rotated: {served:?}");
+    // Tokens signed with expired credentials would be refused here.
+    assert_eq!(emulator.stat("iam_auth_failure_total"), 0);
+    // The readiness probe's connection authenticated too.
+    assert_eq!(emulator.stat("iam_auth_success_total"), connections + 1);
+    let log = proxy.stderr();
+    assert!(
+        !log.contains("rotating-secret") && !log.contains("rotating-session"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_command_prints_a_token_the_emulator_accepts() {
+    let (redis, emulator) = setup(&EmulatorOptions::default());
+    let out = Command::new(env!("CARGO_BIN_EXE_elasticache-auth-proxy"))
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args([
+            "token",
+            "--cache-name",
+            CACHE,
+            "--iam-user",
+            IAM_USER,
+            "--region",
+            REGION,
+        ])
+        .output()
+        .expect("run token command");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let token = token.trim();
+    assert!(
+        token.starts_with(&format!("{CACHE}/?Action=connect&User={IAM_USER}&")),
+        "{token}"
+    );
+    // As redis-cli --user app-iam --pass "$(elasticache-auth-proxy token ...)" would.
+    let tls = common::tls_connect(&redis.tls_connector(), emulator.addr.port())
+        .await
+        .expect("TLS to the emulator");
+    let mut c = Resp::over(tls);
+    assert_eq!(
+        text(
+            &c.cmd(&[b"AUTH", IAM_USER.as_bytes(), token.as_bytes()])
+                .await
+        ),
+        "+OK"
+    );
+    assert_eq!(
+        text(&c.cmd(&[b"ACL", b"WHOAMI"]).await),
+        format!("${IAM_USER}")
+    );
+}
