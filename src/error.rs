@@ -78,6 +78,9 @@ pub struct Error {
     pub side: Side,
     /// Log-only detail; must never contain a secret.
     pub detail: String,
+    /// A short note for the client (e.g. each method's failure); must never
+    /// contain a secret.
+    pub hint: Option<String>,
 }
 
 impl Error {
@@ -86,6 +89,15 @@ impl Error {
             kind,
             side,
             detail: detail.into(),
+            hint: None,
+        }
+    }
+
+    /// The error line a client gets (without `-` and CRLF).
+    pub fn client_line(&self) -> String {
+        match &self.hint {
+            Some(hint) => format!("{} [{hint}]", self.kind.client_message()),
+            None => self.kind.client_message().to_string(),
         }
     }
 

@@ -14,10 +14,12 @@
 //! resp is used by all.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod resp;
 pub mod server;
 pub mod session;

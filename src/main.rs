@@ -3,11 +3,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use std::sync::Arc;
+
 use elasticache_auth_proxy::{
+    admin::Admin,
     auth,
     cli::{Cli, Command, TokenArgs},
     config, server,
 };
+use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
 
 /// EX_USAGE from sysexits.h: the configuration is wrong.
@@ -52,16 +56,38 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match server::Server::bind(&cfg).await {
-            Ok(server) => {
-                server.run(server::shutdown_signal()).await;
-                ExitCode::SUCCESS
-            }
+        let server = match server::Server::bind(&cfg).await {
+            Ok(server) => server,
             Err(e) => {
                 tracing::error!("cannot start: {e}");
-                ExitCode::FAILURE
+                return ExitCode::FAILURE;
             }
-        }
+        };
+        let admin = match Admin::bind(cfg.admin_listen).await {
+            Ok(admin) => admin,
+            Err(e) => {
+                tracing::error!("cannot start: admin listener on {}: {e}", cfg.admin_listen);
+                return ExitCode::FAILURE;
+            }
+        };
+
+        // POST /quitquitquit drains like SIGTERM.
+        let quit = Arc::new(Notify::new());
+        tokio::spawn(admin.run(
+            server.health(),
+            server.metrics(),
+            quit.clone(),
+            std::future::pending(),
+        ));
+        server
+            .run(async move {
+                tokio::select! {
+                    () = server::shutdown_signal() => {}
+                    () = quit.notified() => tracing::info!("POST /quitquitquit received"),
+                }
+            })
+            .await;
+        ExitCode::SUCCESS
     })
 }
 
@@ -97,16 +123,42 @@ fn token(args: TokenArgs) -> ExitCode {
 }
 
 fn init_logging(cfg: &config::Config) {
+    use tracing_subscriber::{
+        filter::{FilterExt, LevelFilter, Targets},
+        layer::SubscriberExt,
+        util::SubscriberInitExt,
+        Layer,
+    };
     let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // Whatever level is asked for, the AWS SDK and HTTP crates stay at info:
+    // at debug/trace aws-sigv4 logs canonical requests (token material, the
+    // session token) and the SDK's HTTP client logs credential responses.
+    let secrets = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("aws_sigv4", LevelFilter::INFO)
+        .with_target("aws_config", LevelFilter::INFO)
+        .with_target("aws_credential_types", LevelFilter::INFO)
+        .with_target("aws_smithy_runtime", LevelFilter::INFO)
+        .with_target("aws_smithy_runtime_api", LevelFilter::INFO)
+        .with_target("aws_smithy_http_client", LevelFilter::INFO)
+        .with_target("aws_smithy_types", LevelFilter::INFO)
+        .with_target("hyper", LevelFilter::INFO)
+        .with_target("hyper_util", LevelFilter::INFO)
+        .with_target("h2", LevelFilter::INFO);
+    let filter = filter.and(secrets);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match cfg.log_format {
-        config::LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+        config::LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_filter(filter),
+            )
             .init(),
-        config::LogFormat::Text => builder.init(),
+        config::LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_filter(filter))
+            .init(),
     }
 }

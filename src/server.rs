@@ -7,7 +7,7 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -21,7 +21,9 @@ use tokio::{
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::{
+    admin::Health,
     auth, config,
+    metrics::Metrics,
     resp::error_reply,
     session::{self, Context, Limits},
     upstream::{self, Connector},
@@ -57,13 +59,14 @@ pub struct Server {
     unix: Option<(UnixListener, PathBuf)>,
     max_connections: usize,
     drain_timeout: Duration,
+    health: Arc<Health>,
 }
 
 impl Server {
     /// Builds the upstream connector and the auth provider (the AWS SDK's
     /// default credential chain in IAM modes) and binds the listeners.
     pub async fn bind(cfg: &config::Config) -> Result<Server, StartError> {
-        let auth = auth::Provider::new(&cfg.auth, COLD_START).await?;
+        let auth = auth::Provider::new(&cfg.auth, COLD_START, Arc::new(Metrics::new())).await?;
         Server::bind_with(cfg, auth).await
     }
 
@@ -73,6 +76,7 @@ impl Server {
         cfg: &config::Config,
         auth: auth::Provider,
     ) -> Result<Server, StartError> {
+        let metrics = auth.metrics.clone();
         let ctx = Arc::new(Context {
             connector: Connector::new(cfg)?,
             auth,
@@ -80,7 +84,9 @@ impl Server {
                 max_frame: cfg.max_frame_size,
                 max_pipeline: MAX_PIPELINE,
                 idle_timeout: cfg.idle_timeout,
+                max_session_age: cfg.max_session_age,
             },
+            metrics,
         });
         let tcp = TcpListener::bind(cfg.listen)
             .await
@@ -98,7 +104,18 @@ impl Server {
             unix,
             max_connections: cfg.max_connections,
             drain_timeout: cfg.drain_timeout,
+            health: Arc::new(Health::new(cfg.max_connections)),
         })
+    }
+
+    /// What `/startup` and `/readiness` report.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// The metrics `/metrics` renders.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.ctx.metrics.clone()
     }
 
     /// The bound TCP address (useful with port 0).
@@ -118,7 +135,17 @@ impl Server {
             unix,
             max_connections,
             drain_timeout,
+            health,
         } = self;
+        // Started once the first identity is known (the first IAM token).
+        let warm = {
+            let (ctx, health) = (ctx.clone(), health.clone());
+            tokio::spawn(async move {
+                ctx.auth.wait_ready().await;
+                health.set_started();
+            })
+        };
+        let metrics = ctx.metrics.clone();
         info!(
             listen = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             unix_socket = unix.as_ref().map(|(_, p)| p.display().to_string()),
@@ -126,7 +153,6 @@ impl Server {
             "elasticache-auth-proxy ready"
         );
         let mut sessions = JoinSet::new();
-        let active = Arc::new(AtomicUsize::new(0));
         let ids = AtomicU64::new(1);
         let mut backoff = Duration::from_millis(5);
         tokio::pin!(shutdown);
@@ -157,7 +183,9 @@ impl Server {
             };
             let id = ids.fetch_add(1, Ordering::Relaxed);
             let span = info_span!("session", id, peer = %peer);
-            if max_connections > 0 && active.load(Ordering::Relaxed) >= max_connections {
+            metrics.client_connections.inc();
+            if health.at_capacity() {
+                metrics.client_connections_refused.inc();
                 sessions.spawn(
                     async move {
                         warn!(max_connections, "refusing client: max connections reached");
@@ -170,14 +198,15 @@ impl Server {
                 );
                 continue;
             }
-            let guard = Active::new(&active);
+            let guard = Active::new(&health, &metrics);
             let ctx = ctx.clone();
+            let conn = session::Conn { id, peer };
             sessions.spawn(
                 async move {
                     debug!("client connected");
                     let end = match client {
-                        Client::Tcp(s) => session::run(s, ctx).await,
-                        Client::Unix(s) => session::run(s, ctx).await,
+                        Client::Tcp(s) => session::run(s, ctx, conn).await,
+                        Client::Unix(s) => session::run(s, ctx, conn).await,
                     };
                     debug!(?end, "session ended");
                     drop(guard);
@@ -185,12 +214,15 @@ impl Server {
                 .instrument(span),
             );
         }
+        // Readiness turns 503 first, then the listeners close.
+        health.set_draining();
+        warm.abort();
         drop(tcp);
         if let Some((listener, path)) = unix {
             drop(listener);
             let _ = std::fs::remove_file(path);
         }
-        let open = active.load(Ordering::Relaxed);
+        let open = health.connections();
         info!(
             open_sessions = open,
             ?drain_timeout,
@@ -199,7 +231,7 @@ impl Server {
         let drained = async { while sessions.join_next().await.is_some() {} };
         if tokio::time::timeout(drain_timeout, drained).await.is_err() {
             warn!(
-                open_sessions = active.load(Ordering::Relaxed),
+                open_sessions = health.connections(),
                 "drain timeout reached; closing remaining sessions"
             );
             sessions.shutdown().await;
@@ -234,19 +266,21 @@ impl Client {
     }
 }
 
-/// Counts a live session; decrements on drop, however the session ends.
-struct Active(Arc<AtomicUsize>);
+/// Counts a live session; uncounts it on drop, however the session ends.
+struct Active(Arc<Health>, prometheus::IntGauge);
 
 impl Active {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Active(count.clone())
+    fn new(health: &Arc<Health>, metrics: &Metrics) -> Self {
+        health.connection_opened();
+        metrics.client_connections_active.inc();
+        Active(health.clone(), metrics.client_connections_active.clone())
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.connection_closed();
+        self.1.dec();
     }
 }
 

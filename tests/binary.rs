@@ -55,7 +55,8 @@ impl Running {
             let file = File::create(&stderr).expect("stderr file");
             let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
             let listen = addr.to_string();
-            let all: Vec<&str> = ["--listen", listen.as_str()]
+            // Port 0 for the admin endpoints: tests run side by side.
+            let all: Vec<&str> = ["--listen", listen.as_str(), "--admin-listen", "127.0.0.1:0"]
                 .into_iter()
                 .chain(args.iter().copied())
                 .collect();
@@ -450,7 +451,7 @@ async fn nul_byte_in_an_inline_command_does_not_kill_the_proxy() {
     let stderr = dir.path().join("stderr.log");
     let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
     let listen = addr.to_string();
-    sh_args.extend(["--listen", listen.as_str()]);
+    sh_args.extend(["--listen", listen.as_str(), "--admin-listen", "127.0.0.1:0"]);
     let child = Command::new("sh")
         .args(&sh_args)
         .env_clear()

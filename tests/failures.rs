@@ -205,9 +205,11 @@ async fn rejected_upstream_auth_is_reported_without_the_password() {
     let read = tokio::time::timeout(POLL_DEADLINE, c.stream().read_to_end(&mut raw)).await;
     assert!(matches!(read, Ok(Ok(_))), "not closed: {read:?}");
     let raw = String::from_utf8_lossy(&raw);
-    assert_eq!(raw, format!("{}\r\n", line(Kind::AuthRejected)));
+    // The fixed line, and which method failed how (the server's error code).
+    let rejected = format!("{} [password: WRONGPASS]", line(Kind::AuthRejected));
+    assert_eq!(raw, format!("{rejected}\r\n"));
     assert!(!raw.contains(password) && !raw.contains("MUST-NOT-LEAK"));
-    assert_eq!(refused_line(proxy.addr).await, line(Kind::AuthRejected));
+    assert_eq!(refused_line(proxy.addr).await, rejected);
 }
 
 // ---- upstream dies mid-session ----
@@ -575,5 +577,8 @@ async fn legacy_single_password_authenticates_as_default() {
     let mut args = Proxy::args(&redis);
     args.password_user = None;
     let wrong = Proxy::start_with(args, "not-the-legacy-pw").await;
-    assert_eq!(refused_line(wrong.addr).await, line(Kind::AuthRejected));
+    assert_eq!(
+        refused_line(wrong.addr).await,
+        format!("{} [password: WRONGPASS]", line(Kind::AuthRejected))
+    );
 }

@@ -146,6 +146,34 @@ async fn wrong_secret_fails_in_iam_mode_and_falls_back_to_the_password() {
 struct ProxyProcess {
     child: Child,
     addr: SocketAddr,
+    admin: SocketAddr,
+    /// Holds HOME and the log file (a pipe would fill up and stall the
+    /// proxy at trace level).
+    dir: tempfile::TempDir,
+}
+
+/// `GET path` over plain HTTP/1.1: (status, body).
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }
 
 impl ProxyProcess {
@@ -158,6 +186,7 @@ impl ProxyProcess {
         env: &[(&str, String)],
     ) -> ProxyProcess {
         let port = common::free_port();
+        let admin_port = common::free_port();
         let home = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_elasticache-auth-proxy"));
         cmd.env_clear()
@@ -166,35 +195,49 @@ impl ProxyProcess {
             .env("HOME", home.path())
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--upstream", &format!("localhost:{}", emulator.addr.port())])
             .arg("--tls-ca-file")
             .arg(&redis.certs.ca)
             .args(["--iam-user", IAM_USER, "--cache-name", CACHE])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(std::fs::File::create(home.path().join("stderr.log")).expect("log file"));
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn proxy");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        // Ready when the admin server says started: probing the proxy port
+        // itself would open (and audit) a session.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "proxy did not start listening");
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(admin) {
+                use std::io::{Read, Write};
+                let _ =
+                    s.write_all(b"GET /startup HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+                let mut reply = String::new();
+                let _ = s.read_to_string(&mut reply);
+                if reply.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "proxy did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::mem::forget(home);
-        ProxyProcess { child, addr }
+        ProxyProcess {
+            child,
+            addr,
+            admin,
+            dir: home,
+        }
     }
 
     fn stderr(mut self) -> String {
         let _ = self.child.kill();
-        let mut out = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut out);
-        }
-        out
+        let _ = self.child.wait();
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 }
 
@@ -236,7 +279,7 @@ async fn missing_credentials_are_a_clear_error() {
     );
     assert_eq!(
         reply,
-        "-ERR elasticache-auth-proxy: no credentials to authenticate upstream (the proxy log has the reason)"
+        "-ERR elasticache-auth-proxy: no credentials to authenticate upstream (the proxy log has the reason) [iam: no credentials]"
     );
     let log = proxy.stderr();
     assert!(log.contains("no AWS credentials"), "{log}");
@@ -321,7 +364,8 @@ async fn rotating_container_credentials_keep_new_connections_authenticating() {
         ),
         ("AWS_REGION", REGION.to_string()),
     ];
-    let proxy = ProxyProcess::start(&emulator, &redis, &[], &env);
+    // At trace level too, the credentials the endpoint serves stay out of the log.
+    let proxy = ProxyProcess::start(&emulator, &redis, &["--log-level", "trace"], &env);
     // Past the first credentials' expiry (12 s): every new connection still
     // authenticates, with tokens from newer credentials.
     let until = Instant::now() + VALIDITY + Duration::from_secs(4);
@@ -341,8 +385,7 @@ async fn rotating_container_credentials_keep_new_connections_authenticating() {
     assert!(distinct.len() >= 3, "credentials rotated: {served:?}");
     // Tokens signed with expired credentials would be refused here.
     assert_eq!(emulator.stat("iam_auth_failure_total"), 0);
-    // The readiness probe's connection authenticated too.
-    assert_eq!(emulator.stat("iam_auth_success_total"), connections + 1);
+    assert_eq!(emulator.stat("iam_auth_success_total"), connections);
     let log = proxy.stderr();
     assert!(
         !log.contains("rotating-secret") && !log.contains("rotating-session"),
@@ -396,4 +439,92 @@ async fn token_command_prints_a_token_the_emulator_accepts() {
         text(&c.cmd(&[b"ACL", b"WHOAMI"]).await),
         format!("${IAM_USER}")
     );
+}
+
+/// The migration guide's fallback step, end to end: a wrong AWS secret and
+/// a valid password user. The client works, /metrics counts the fallback
+/// with its reason, and the JSON audit log has exactly one line for the
+/// failed IAM attempt and one for the password success; no secret is logged
+/// even at trace level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_falls_back_with_metrics_and_a_json_audit_trail() {
+    let (redis, emulator) = setup(&EmulatorOptions::default());
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIDTEST".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "wrong-SECRET-SENTINEL".to_string()),
+        ("AWS_REGION", REGION.to_string()),
+        ("UPSTREAM_PW", "app-secret-pw".to_string()),
+    ];
+    let extra = [
+        "--password-user",
+        "app",
+        "--password-env",
+        "UPSTREAM_PW",
+        "--log-format",
+        "json",
+        "--log-level",
+        "trace",
+    ];
+    let proxy = ProxyProcess::start(&emulator, &redis, &extra, &env);
+    assert_eq!(whoami(proxy.addr).await, "$app", "the client is unaffected");
+
+    // Scrape once the client's session has ended (its gauge is back to 0).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let (status, metrics) = http_get(proxy.admin, "/metrics").await;
+        assert_eq!(status, 200);
+        if metrics
+            .contains("elasticache_auth_proxy_upstream_connections_active{method=\"password\"} 0")
+        {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "session still open:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for series in [
+        "elasticache_auth_proxy_auth_fallbacks_total{reason=\"rejected\"} 1",
+        "elasticache_auth_proxy_auth_attempts_total{method=\"iam\",outcome=\"failure\"} 1",
+        "elasticache_auth_proxy_auth_attempts_total{method=\"password\",outcome=\"success\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+
+    let log = proxy.stderr();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let auth: Vec<&serde_json::Value> = events.iter().filter(|e| e["target"] == "auth").collect();
+    assert_eq!(auth.len(), 2, "one line per attempt: {auth:#?}");
+    let (iam, password) = (auth[0], auth[1]);
+    assert_eq!(
+        (&iam["method"], &iam["outcome"], &iam["fallback"]),
+        (&"iam".into(), &"failure".into(), &false.into())
+    );
+    assert_eq!(iam["user"], IAM_USER);
+    assert!(
+        iam["reason"].as_str().unwrap().starts_with("WRONGPASS"),
+        "{iam}"
+    );
+    assert_eq!(
+        (
+            &password["method"],
+            &password["outcome"],
+            &password["fallback"]
+        ),
+        (&"password".into(), &"success".into(), &true.into())
+    );
+    for e in [iam, password] {
+        for field in ["conn", "client", "user", "duration_us", "reauth"] {
+            assert!(!e[field].is_null(), "{field} in {e}");
+        }
+    }
+    for secret in [
+        "wrong-SECRET-SENTINEL",
+        "app-secret-pw",
+        "X-Amz-Signature",
+        "X-Amz-Credential",
+    ] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+    }
 }

@@ -3,11 +3,15 @@
 //! password fallback), and the redacting [`Secret`] type. Knows nothing of
 //! RESP or sockets.
 
+pub mod policy;
 pub mod refresher;
 pub mod secret;
 pub mod token;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use aws_config::BehaviorVersion;
 use aws_credential_types::provider::SharedCredentialsProvider;
@@ -17,6 +21,7 @@ use tokio::sync::watch;
 use crate::{
     config::{self, AuthMode},
     error::{Error, Kind, Side},
+    metrics::Metrics,
 };
 
 /// How an identity authenticates.
@@ -144,19 +149,27 @@ pub struct Provider {
     iam: Option<Iam>,
     /// How long a connection waits for the first token at cold start.
     cold_start: Duration,
+    /// How IAM has fared lately (fallback mode skips it after failures).
+    health: Arc<Mutex<policy::IamHealth>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Provider {
     /// Builds the provider; in IAM modes, resolves the region and credentials
     /// from the AWS SDK's default chain (environment, profile, web identity,
     /// ECS / EKS Pod Identity, IMDS) and starts the token refresher.
-    pub async fn new(auth: &config::Auth, cold_start: Duration) -> Result<Provider, SetupError> {
+    pub async fn new(
+        auth: &config::Auth,
+        cold_start: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Provider, SetupError> {
         let Some(iam) = &auth.iam else {
             return Ok(Provider::with_credentials(
                 auth,
                 None,
                 String::new(),
                 cold_start,
+                metrics,
             ));
         };
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -173,6 +186,7 @@ impl Provider {
             Some(credentials),
             region,
             cold_start,
+            metrics,
         ))
     }
 
@@ -183,6 +197,7 @@ impl Provider {
         credentials: Option<SharedCredentialsProvider>,
         region: String,
         cold_start: Duration,
+        metrics: Arc<Metrics>,
     ) -> Provider {
         let iam = match (&auth.iam, credentials) {
             (Some(iam), Some(credentials)) => {
@@ -196,7 +211,7 @@ impl Provider {
                 };
                 Some(Iam {
                     user: iam.user.clone(),
-                    current: refresher::spawn(credentials, params, stats.clone()),
+                    current: refresher::spawn(credentials, params, stats.clone(), metrics.clone()),
                     stats,
                 })
             }
@@ -211,6 +226,8 @@ impl Provider {
             }),
             iam,
             cold_start,
+            health: Arc::default(),
+            metrics,
         }
     }
 
@@ -219,11 +236,25 @@ impl Provider {
     }
 
     /// The methods to try, in order, for a new upstream connection.
-    pub fn methods(&self) -> &'static [Method] {
-        match self.mode {
-            AuthMode::Password => &[Method::Password],
-            AuthMode::Iam => &[Method::Iam],
-            AuthMode::IamWithPasswordFallback => &[Method::Iam, Method::Password],
+    pub fn plan(&self) -> policy::Plan {
+        // The lock guards two plain fields; it is never held across I/O.
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        policy::plan(self.mode, &health, Instant::now())
+    }
+
+    /// Records how an IAM attempt went, for the fallback backoff.
+    pub fn record_iam(&self, ok: bool) {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        policy::record(&mut health, ok, Instant::now());
+    }
+
+    /// Waits (up to the cold-start timeout) until the first identity is
+    /// known: at once for passwords, the first refresh's outcome for IAM.
+    pub async fn wait_ready(&self) {
+        if let Some(iam) = &self.iam {
+            let mut rx = iam.current.clone();
+            let ready = |c: &refresher::Current| c.token.is_some() || c.error.is_some();
+            let _ = tokio::time::timeout(self.cold_start, rx.wait_for(ready)).await;
         }
     }
 

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::token::{self, Params, Token};
+use crate::metrics::Metrics;
 
 /// Refresh when this fraction of the remaining life has passed.
 const REFRESH_FRACTION: f64 = 0.5;
@@ -99,22 +100,31 @@ pub fn spawn(
     provider: SharedCredentialsProvider,
     params: Params,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 ) -> watch::Receiver<Current> {
     let (tx, rx) = watch::channel(Current::default());
-    tokio::spawn(run(provider, params, stats, tx));
+    tokio::spawn(run(provider, params, stats, metrics, tx));
     rx
+}
+
+/// Unix seconds, for the expiry gauges.
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 async fn run(
     provider: SharedCredentialsProvider,
     params: Params,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
     tx: watch::Sender<Current>,
 ) {
     let mut cached: Option<(Credentials, SystemTime)> = None;
     let mut failures = 0u32;
     loop {
         let now = SystemTime::now();
+        let started = std::time::Instant::now();
         let creds = match &cached {
             Some((c, fetched)) if credentials_fresh(now, *fetched, c.expiry()) => Ok(c.clone()),
             _ => {
@@ -134,11 +144,20 @@ async fn run(
         };
         let signed = creds.and_then(|c| {
             stats.signatures.fetch_add(1, Ordering::Relaxed);
+            metrics.credentials_expiry.set(c.expiry().map_or(0, unix));
             token::sign(&c, &params, SystemTime::now()).map_err(|e| e.to_string())
         });
+        metrics
+            .token_refresh_duration
+            .observe(started.elapsed().as_secs_f64());
         let wait = match signed {
             Ok(token) => {
                 failures = 0;
+                metrics
+                    .token_refreshes
+                    .with_label_values(&["success"])
+                    .inc();
+                metrics.token_expiry.set(unix(token.expires_at));
                 let wait = refresh_in(SystemTime::now(), token.expires_at);
                 debug!(refresh_in = ?wait, "IAM token refreshed");
                 tx.send_replace(Current {
@@ -149,6 +168,10 @@ async fn run(
             }
             Err(reason) => {
                 failures += 1;
+                metrics
+                    .token_refreshes
+                    .with_label_values(&["failure"])
+                    .inc();
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 let wait = backoff(failures, jitter());
                 warn!(%reason, retry_in = ?wait, failures, "IAM token refresh failed");
@@ -264,7 +287,13 @@ mod tests {
             service: crate::config::Service::Elasticache,
             serverless: false,
         };
-        let mut rx = spawn(SharedCredentialsProvider::new(creds), params, stats.clone());
+        let metrics = Arc::new(Metrics::new());
+        let mut rx = spawn(
+            SharedCredentialsProvider::new(creds),
+            params,
+            stats.clone(),
+            metrics.clone(),
+        );
         rx.wait_for(|c| c.token.is_some()).await.unwrap();
         assert_eq!(stats.signatures.load(Ordering::Relaxed), 1);
         // Reading the token any number of times signs nothing.
@@ -281,6 +310,11 @@ mod tests {
             stats.credential_fetches.load(Ordering::Relaxed),
             1,
             "static keys are cached"
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("elasticache_auth_proxy_token_refreshes_total{outcome=\"success\"} 2"),
+            "{text}"
         );
     }
 }

@@ -120,6 +120,10 @@ settings! {
     #[arg(value_name = "DURATION")] drain_timeout: HumanDuration,
     /// Close sessions idle this long, 0 = never [default: 0]
     #[arg(value_name = "DURATION")] idle_timeout: HumanDuration,
+    /// The server closes an IAM connection this long after its last AUTH (ElastiCache: 12h) [default: 12h]
+    #[arg(value_name = "DURATION")] max_session_age: HumanDuration,
+    /// Admin HTTP address: /metrics, /startup, /readiness, /liveness, POST /quitquitquit [default: 127.0.0.1:9090]
+    #[arg(value_name = "ADDR")] admin_listen: SocketAddr,
     /// Largest bulk string or line relayed (as proto-max-bulk-len), at least 1KiB [default: 512MiB]
     #[arg(value_name = "SIZE")] max_frame_size: ByteSize,
     /// Log output format [default: text]
@@ -229,6 +233,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// `Duration::ZERO` = sessions never time out.
     pub idle_timeout: Duration,
+    /// How long the server keeps an IAM connection after its last AUTH.
+    pub max_session_age: Duration,
+    pub admin_listen: SocketAddr,
     pub max_frame_size: u64,
     pub log_format: LogFormat,
     /// A level ("info") or an EnvFilter directive.
@@ -396,6 +403,10 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
         auth_timeout,
         drain_timeout: timeout(a.drain_timeout, 30),
         idle_timeout: timeout(a.idle_timeout, 0),
+        max_session_age: timeout(a.max_session_age, 12 * 3600),
+        admin_listen: a
+            .admin_listen
+            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 9090))),
         max_frame_size,
         log_format: a.log_format.unwrap_or(LogFormat::Text),
         log_level: a.log_level.map_or_else(|| "info".into(), |l| l.0),

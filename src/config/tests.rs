@@ -251,7 +251,7 @@ fn example_documents_every_key() {
             "{key} in example.toml"
         );
     }
-    assert_eq!(Args::KEYS.len(), 27);
+    assert_eq!(Args::KEYS.len(), 29);
     assert!(Args::KEYS.contains(&"tls-client-cert") && Args::KEYS.contains(&"no-tls"));
 }
 

@@ -14,7 +14,7 @@ use std::{
     collections::VecDeque,
     io::{self, IoSlice},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -48,6 +48,7 @@ pub struct Context {
     pub connector: Connector,
     pub auth: auth::Provider,
     pub limits: Limits,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Per-session bounds (invariant 7).
@@ -59,6 +60,8 @@ pub struct Limits {
     pub max_pipeline: usize,
     /// Close a session idle this long with nothing pending (zero: never).
     pub idle_timeout: Duration,
+    /// The server's limit on an IAM connection's age since its last AUTH.
+    pub max_session_age: Duration,
 }
 
 /// Why a session ended (for the log).
@@ -74,97 +77,216 @@ pub enum End {
     ClientIo(io::Error),
 }
 
+/// Who a session serves, for logs.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub id: u64,
+    /// The client's address (`unix` for the Unix socket).
+    pub peer: String,
+}
+
+/// Decrements a gauge when dropped, however the session ends.
+struct Live(prometheus::IntGauge);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Opens and authenticates the upstream connection, then relays until either
 /// side closes. The client is told, as a RESP error, why a session ends when
 /// the proxy ends it.
-pub async fn run<C>(mut client: C, ctx: Arc<Context>) -> End
+pub async fn run<C>(mut client: C, ctx: Arc<Context>, conn: Conn) -> End
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let mut pending = BytesMut::new();
-    let (upstream, method) = match open(&ctx, &mut pending).await {
+    let (upstream, method) = match open(&ctx, &conn, &mut pending).await {
         Ok(opened) => opened,
         Err(e) => {
+            ctx.metrics
+                .upstream_errors
+                .with_label_values(&[e.kind.as_str()])
+                .inc();
             warn!(kind = e.kind.as_str(), side = ?e.side, detail = %e.detail, "cannot open upstream connection");
-            let _ = client
-                .write_all(&resp::error_reply(e.kind.client_message()))
-                .await;
+            let _ = client.write_all(&resp::error_reply(&e.client_line())).await;
             let _ = client.shutdown().await;
             return End::Upstream(e);
         }
     };
-    let mut relay = Relay::new(ctx, pending, method);
+    let live = ctx
+        .metrics
+        .upstream_connections_active
+        .with_label_values(&[method.as_str()]);
+    live.inc();
+    let _live = Live(live);
+    let mut relay = Relay::new(ctx, pending, method, conn);
     relay.run(client, upstream).await
 }
 
-/// Connects and authenticates one upstream connection.
-async fn open(ctx: &Context, rest: &mut BytesMut) -> Result<(Stream, Method), Error> {
-    let mut stream = ctx.connector.connect().await?;
+/// Connects and authenticates one upstream connection, trying the methods
+/// the policy picks in order, on the same connection (a refused AUTH leaves
+/// it usable). Every attempt is logged and counted.
+async fn open(ctx: &Context, conn: &Conn, rest: &mut BytesMut) -> Result<(Stream, Method), Error> {
+    let m = &ctx.metrics;
+    let (mut stream, timings) = ctx.connector.connect().await?;
+    m.upstream_connections.inc();
+    m.upstream_connect_duration
+        .observe(timings.tcp.as_secs_f64());
+    if let Some(tls) = timings.tls {
+        m.upstream_tls_duration.observe(tls.as_secs_f64());
+    }
+    let plan = ctx.auth.plan();
+    // Why IAM is not being used, once the password is tried in its place.
+    let mut fallback_reason = plan.iam_in_backoff.then_some("backoff");
     let mut failed: Vec<(Method, Error)> = Vec::new();
-    for &method in ctx.auth.methods() {
-        let fallback = !failed.is_empty();
-        let attempt = match ctx.auth.identity(method).await {
+    for &method in plan.methods {
+        let fallback = method == Method::Password && fallback_reason.is_some();
+        if let (true, Some(reason)) = (fallback, fallback_reason) {
+            m.auth_fallbacks.with_label_values(&[reason]).inc();
+        }
+        let started = Instant::now();
+        let (user, result) = match ctx.auth.identity(method).await {
             Ok(identity) => {
                 let result = ctx
                     .connector
                     .authenticate(&mut stream, &identity, rest)
                     .await;
-                log_auth(method, identity.user_name(), &result, fallback, false);
-                result
+                (identity.user_name().to_string(), result)
             }
-            Err(e) => {
-                log_auth(method, "-", &Err(e.clone()), fallback, false);
-                Err(e)
-            }
+            Err(e) => ("-".to_string(), Err(e)),
         };
-        match attempt {
+        record_attempt(
+            ctx,
+            conn,
+            method,
+            &user,
+            &result,
+            started.elapsed(),
+            fallback,
+            false,
+        );
+        if method == Method::Iam {
+            ctx.auth.record_iam(result.is_ok());
+        }
+        match result {
             Ok(_) => return Ok((stream, method)),
-            // A refused AUTH leaves the connection usable for the next
-            // method; a dead or silent connection does not.
             Err(e) if matches!(e.kind, Kind::AuthRejected | Kind::Identity) => {
-                failed.push((method, e))
+                if method == Method::Iam {
+                    fallback_reason = Some(if is_throttle(&e) {
+                        "throttled"
+                    } else if e.kind == Kind::Identity {
+                        "token_unavailable"
+                    } else {
+                        "rejected"
+                    });
+                }
+                failed.push((method, e));
             }
+            // A dead or silent connection cannot take another AUTH.
             Err(e) => return Err(e),
         }
     }
-    // Every method failed: the error names each one's failure.
+    // Every method failed: one error naming each method's failure.
     let kind = failed.last().map_or(Kind::Identity, |(_, e)| e.kind);
     let detail = failed
         .iter()
         .map(|(m, e)| format!("{}: {}", m.as_str(), e.detail))
         .collect::<Vec<_>>()
         .join("; ");
-    Err(Error::upstream(kind, detail))
+    let mut error = Error::upstream(kind, detail);
+    error.hint = Some(
+        failed
+            .iter()
+            .map(|(m, e)| format!("{}: {}", m.as_str(), short_reason(e)))
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    Err(error)
 }
 
-/// One line per authentication attempt; never the secret.
-fn log_auth(
+/// Whether the server throttled an AUTH (IamAuthenticationThrottling).
+fn is_throttle(e: &Error) -> bool {
+    e.kind == Kind::AuthRejected && e.detail.to_ascii_lowercase().contains("throttl")
+}
+
+/// A few safe words for the client about why a method failed: the server's
+/// error code (WRONGPASS, NOPERM), never its whole line or a secret.
+fn short_reason(e: &Error) -> String {
+    match e.kind {
+        Kind::AuthRejected if is_throttle(e) => "throttled".into(),
+        Kind::AuthRejected => {
+            let code = e.detail.split_whitespace().next().unwrap_or("");
+            if !code.is_empty() && code.len() <= 24 && code.bytes().all(|b| b.is_ascii_uppercase())
+            {
+                code.into()
+            } else {
+                "refused".into()
+            }
+        }
+        Kind::Identity => "no credentials".into(),
+        other => other.as_str().into(),
+    }
+}
+
+/// Logs (the auth audit log) and counts one authentication attempt.
+#[allow(clippy::too_many_arguments)]
+fn record_attempt(
+    ctx: &Context,
+    conn: &Conn,
     method: Method,
     user: &str,
     result: &Result<Duration, Error>,
+    took: Duration,
     fallback: bool,
-    after_reset: bool,
+    reauth: bool,
 ) {
+    let m = &ctx.metrics;
+    let outcome = if result.is_ok() { "success" } else { "failure" };
+    m.auth_attempts
+        .with_label_values(&[method.as_str(), outcome])
+        .inc();
     match result {
-        Ok(took) => info!(
+        Ok(rtt) => m
+            .upstream_auth_duration
+            .with_label_values(&[method.as_str()])
+            .observe(rtt.as_secs_f64()),
+        Err(e) if e.kind == Kind::AuthRejected => {
+            m.auth_failures.with_label_values(&[method.as_str()]).inc();
+            if is_throttle(e) {
+                m.iam_throttled.inc();
+            }
+        }
+        Err(_) => {}
+    }
+    let duration_us = took.as_micros() as u64;
+    match result {
+        Ok(_) => info!(
             target: "auth",
+            conn = conn.id,
+            client = %conn.peer,
             method = method.as_str(),
             user,
-            outcome = "success",
+            outcome,
+            reason = "",
+            duration_us,
             fallback,
-            after_reset,
-            duration_us = took.as_micros() as u64,
+            reauth,
             "upstream AUTH succeeded"
         ),
         Err(e) => warn!(
             target: "auth",
+            conn = conn.id,
+            client = %conn.peer,
             method = method.as_str(),
             user,
-            outcome = "failure",
-            kind = e.kind.as_str(),
+            outcome,
             reason = %e.detail,
+            kind = e.kind.as_str(),
+            duration_us,
             fallback,
-            after_reset,
+            reauth,
             "upstream AUTH failed"
         ),
     }
@@ -228,6 +350,13 @@ impl Out {
 /// The relay state of one session.
 struct Relay {
     ctx: Arc<Context>,
+    conn: Conn,
+    /// When the upstream connection last authenticated.
+    authed_at: Instant,
+    /// When the proxy's own AUTH (after RESET) went out, while it is pending.
+    reauth_sent: Option<Instant>,
+    bytes_up: prometheus::IntCounter,
+    bytes_down: prometheus::IntCounter,
     /// How this connection authenticated; RESET and HELLO re-use it.
     method: Method,
     ledger: Ledger,
@@ -263,11 +392,18 @@ struct Relay {
 }
 
 impl Relay {
-    fn new(ctx: Arc<Context>, upstream_bytes: BytesMut, method: Method) -> Self {
+    fn new(ctx: Arc<Context>, upstream_bytes: BytesMut, method: Method, conn: Conn) -> Self {
         let max = ctx.limits.max_frame;
         let upos = 0;
+        let bytes_up = ctx.metrics.bytes.with_label_values(&["to_upstream"]);
+        let bytes_down = ctx.metrics.bytes.with_label_values(&["to_client"]);
         Relay {
             ctx,
+            conn,
+            authed_at: Instant::now(),
+            reauth_sent: None,
+            bytes_up,
+            bytes_down,
             method,
             ledger: Ledger::new(),
             req: Scanner::new(Side::Request, max),
@@ -356,7 +492,8 @@ impl Relay {
                 r = ur.read_buf(&mut self.ubuf), if read_up => {
                     match r {
                         Ok(0) => self.upstream_closed(),
-                        Ok(_) => {
+                        Ok(n) => {
+                            self.bytes_down.inc_by(n as u64);
                             if let Err(e) = self.on_upstream_bytes() {
                                 self.fail(e);
                             }
@@ -371,7 +508,8 @@ impl Relay {
                         // Like Redis: a client that closes gets no more
                         // replies, but what it sent is still run.
                         Ok(0) => self.client_eof = true,
-                        Ok(_) => {
+                        Ok(n) => {
+                            self.bytes_up.inc_by(n as u64);
                             if !idle.is_zero() {
                                 idle_sleep.as_mut().reset(tokio::time::Instant::now() + idle);
                             }
@@ -578,6 +716,7 @@ impl Relay {
                 resp::encode_command(&mut out, &identity.auth_command());
                 self.to_up.push(out.freeze());
                 self.ledger.push(Pending::ProxyAuth);
+                self.reauth_sent = Some(Instant::now());
             }
             Err(e) => {
                 warn!(kind = e.kind.as_str(), detail = %e.detail, "no identity to re-authenticate after RESET")
@@ -671,6 +810,9 @@ impl Relay {
             if let Some(Done::Emit(answer)) = &outcome {
                 self.to_client.push(answer.clone());
             }
+            if let Some(Done::ProxyAuth(auth)) = &outcome {
+                self.reauthenticated(auth);
+            }
             if let Some(Done::ProxyAuth(ProxyAuth::Rejected(reason))) = outcome {
                 let e = Error::upstream(Kind::AuthRejected, reason);
                 warn!(target: "auth", outcome = "failure", after_reset = true, reason = %e.detail, "upstream AUTH after RESET failed");
@@ -731,7 +873,51 @@ impl Relay {
         });
     }
 
+    /// Records the outcome of the proxy's own AUTH after RESET.
+    fn reauthenticated(&mut self, auth: &ProxyAuth) {
+        let took = self
+            .reauth_sent
+            .take()
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        let result = match auth {
+            ProxyAuth::Ok => {
+                self.authed_at = Instant::now();
+                Ok(took)
+            }
+            ProxyAuth::Rejected(reason) => Err(Error::upstream(Kind::AuthRejected, reason.clone())),
+        };
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        self.ctx.metrics.reauths.with_label_values(&[outcome]).inc();
+        let user = self
+            .ctx
+            .auth
+            .current(self.method)
+            .map(|i| i.user_name().to_string());
+        record_attempt(
+            &self.ctx,
+            &self.conn,
+            self.method,
+            user.as_deref().unwrap_or("-"),
+            &result,
+            took,
+            false,
+            true,
+        );
+    }
+
     fn upstream_closed(&mut self) {
+        // ElastiCache closes an IAM connection at the session-age limit;
+        // seen from here that is a close at (about) that age.
+        let limit = self.ctx.limits.max_session_age;
+        let slack = (limit / 100).max(Duration::from_secs(1));
+        if self.method == Method::Iam && self.authed_at.elapsed() + slack >= limit {
+            self.ctx.metrics.session_expirations.inc();
+            warn!(
+                conn = self.conn.id,
+                age_s = self.authed_at.elapsed().as_secs(),
+                "the server closed the IAM connection at its session-age limit"
+            );
+        }
         if self.quit_sent {
             self.forward_replies();
             self.closing = Some(End::Quit);
@@ -747,6 +933,11 @@ impl Relay {
     /// delivered, then the client is told why.
     fn fail(&mut self, e: Error) {
         warn!(kind = e.kind.as_str(), detail = %e.detail, "closing session");
+        self.ctx
+            .metrics
+            .upstream_errors
+            .with_label_values(&[e.kind.as_str()])
+            .inc();
         self.forward_replies();
         // A half-relayed reply cannot be followed by an error frame.
         if !self.ustream {

@@ -83,8 +83,9 @@ impl Connector {
         }
     }
 
-    /// TCP connect and TLS handshake, each within the connect timeout.
-    pub async fn connect(&self) -> Result<Stream, Error> {
+    /// TCP connect and TLS handshake, together within the connect timeout.
+    pub async fn connect(&self) -> Result<(Stream, Timings), Error> {
+        let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let tcp = tokio::time::timeout_at(
             deadline,
@@ -107,9 +108,14 @@ impl Connector {
         // Commands are small and latency-bound: never wait to coalesce them.
         tcp.set_nodelay(true)
             .map_err(|e| Error::upstream(Kind::Connect, format!("TCP_NODELAY: {e}")))?;
-        let Some((connector, name)) = &self.tls else {
-            return Ok(Stream::Plain(tcp));
+        let mut timings = Timings {
+            tcp: started.elapsed(),
+            tls: None,
         };
+        let Some((connector, name)) = &self.tls else {
+            return Ok((Stream::Plain(tcp), timings));
+        };
+        let handshake = Instant::now();
         let tls = tokio::time::timeout_at(deadline, connector.connect(name.clone(), tcp))
             .await
             .map_err(|_| {
@@ -124,7 +130,8 @@ impl Connector {
                     format!("TLS with {}: {e}", self.target()),
                 )
             })?;
-        Ok(Stream::Tls(Box::new(tls)))
+        timings.tls = Some(handshake.elapsed());
+        Ok((Stream::Tls(Box::new(tls)), timings))
     }
 
     /// Sends `AUTH` for `identity` and waits for `+OK`. Bytes the server sent
@@ -241,6 +248,14 @@ fn client_config(t: &config::Tls) -> Result<rustls::ClientConfig, SetupError> {
             builder.with_client_auth_cert(certs, key)?
         }
     })
+}
+
+/// How long connecting took.
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    pub tcp: Duration,
+    /// `None` without TLS.
+    pub tls: Option<Duration>,
 }
 
 /// An upstream connection, TLS or (for local development) plain TCP.

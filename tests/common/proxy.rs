@@ -4,7 +4,7 @@
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
 
 use aws_credential_types::{provider::SharedCredentialsProvider, Credentials};
-use elasticache_auth_proxy::{auth, config, server::Server};
+use elasticache_auth_proxy::{admin::Admin, auth, config, metrics::Metrics, server::Server};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use super::RedisServer;
@@ -15,6 +15,11 @@ pub const PASSWORD_ENV: &str = "TEST_UPSTREAM_PASSWORD";
 /// A running proxy.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin HTTP endpoints (/metrics, /readiness, ...).
+    pub admin: SocketAddr,
+    /// Notified by POST /quitquitquit.
+    pub quit: std::sync::Arc<tokio::sync::Notify>,
+    admin_task: JoinHandle<()>,
     pub unix_socket: Option<PathBuf>,
     /// The auth provider, for its signing counters.
     pub auth: Option<auth::Provider>,
@@ -47,7 +52,7 @@ impl Proxy {
         let lookup = move |k: &str| env.get(k).cloned();
         let cfg = config::Config::load(args, &lookup).expect("test config is valid");
         let server = Server::bind(&cfg).await.expect("proxy binds");
-        Proxy::serve(server, &cfg, None)
+        Proxy::serve(server, &cfg, None).await
     }
 
     /// Settings for IAM against the emulator on `emulator_port`, trusting
@@ -81,21 +86,37 @@ impl Proxy {
             Some(SharedCredentialsProvider::new(creds)),
             super::REGION.into(),
             std::time::Duration::from_secs(5),
+            std::sync::Arc::new(Metrics::new()),
         );
         let server = Server::bind_with(&cfg, provider.clone())
             .await
             .expect("proxy binds");
-        Proxy::serve(server, &cfg, Some(provider))
+        Proxy::serve(server, &cfg, Some(provider)).await
     }
 
-    fn serve(server: Server, cfg: &config::Config, auth: Option<auth::Provider>) -> Proxy {
+    async fn serve(server: Server, cfg: &config::Config, auth: Option<auth::Provider>) -> Proxy {
         let (stop, stopped) = oneshot::channel::<()>();
         let addr = server.local_addr();
+        // The admin endpoints on a port of their own, as the binary runs them.
+        let admin = Admin::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("admin binds");
+        let admin_addr = admin.local_addr();
+        let quit = std::sync::Arc::new(tokio::sync::Notify::new());
+        let admin_task = tokio::spawn(admin.run(
+            server.health(),
+            server.metrics(),
+            quit.clone(),
+            std::future::pending(),
+        ));
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         Proxy {
             addr,
+            admin: admin_addr,
+            quit,
+            admin_task,
             unix_socket: cfg.unix_socket.clone(),
             auth,
             stop: Some(stop),
@@ -117,5 +138,6 @@ impl Drop for Proxy {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        self.admin_task.abort();
     }
 }

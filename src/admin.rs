@@ -1,0 +1,671 @@
+//! The admin HTTP server: `/metrics` (Prometheus text), the `/startup`,
+//! `/readiness` and `/liveness` probes, and `POST /quitquitquit`; plus
+//! [`Health`], the state those probes report, which the server updates.
+//!
+//! It does not decide when the proxy is started, draining or full (the
+//! server does, through [`Health`]), does not shut anything down itself
+//! (`/quitquitquit` only notifies whoever awaits the [`Notify`]), and does not
+//! own the metrics (it renders the [`Metrics`] it is given).
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    body::Incoming,
+    header::{HeaderValue, ALLOW, CONTENT_TYPE},
+    server::conn::http1,
+    service::service_fn,
+    Method, Request, Response, StatusCode,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    net::TcpListener,
+    sync::{watch, Notify, OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::metrics::Metrics;
+
+/// Content type of the Prometheus text exposition format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of every other response.
+const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// Health of the proxy as the endpoints report it; shared with the server,
+/// which is the only writer.
+///
+/// Plain atomics with relaxed ordering: each flag is read on its own by a
+/// probe, nothing else is published through them, and a probe that sees a
+/// change one request late is harmless.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Listeners are bound and the first identity is ready. Never unset.
+    started: AtomicBool,
+    /// Shutdown began. Never unset.
+    draining: AtomicBool,
+    /// Live client connections.
+    connections: AtomicUsize,
+    /// `--max-connections`; 0 = unlimited.
+    max_connections: usize,
+}
+
+impl Health {
+    /// Not started, not draining, no connections; `max_connections` 0 means
+    /// unlimited (never at capacity).
+    pub fn new(max_connections: usize) -> Health {
+        Health {
+            max_connections,
+            ..Health::default()
+        }
+    }
+
+    /// Listeners are bound and the first identity is ready: `/startup` turns
+    /// 200 and `/readiness` may.
+    pub fn set_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
+    }
+
+    /// Shutdown began: `/readiness` turns 503 for good, so the load balancer
+    /// or Kubernetes stops sending before the listeners close.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// A client connection was accepted (and will be served).
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client connection ended. Saturates at 0 so an unpaired call cannot
+    /// wrap the count and leave the proxy "full" forever.
+    pub fn connection_closed(&self) {
+        let _ = self
+            .connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Live client connections.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Whether [`Health::set_started`] was called.
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Whether [`Health::set_draining`] was called.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether live connections reached `max_connections` (never when it is 0).
+    pub fn at_capacity(&self) -> bool {
+        self.max_connections > 0 && self.connections() >= self.max_connections
+    }
+
+    /// Whether the proxy should get new clients: started, not draining, not
+    /// at capacity.
+    pub fn ready(&self) -> bool {
+        self.not_ready_reason().is_none()
+    }
+
+    /// Why the proxy is not ready, as `/readiness` says it; `None` if ready.
+    /// Draining comes first: a proxy shutting down during startup is going
+    /// away, not coming up.
+    fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.draining() {
+            Some("draining")
+        } else if !self.started() {
+            Some("starting")
+        } else if self.at_capacity() {
+            Some("at max connections")
+        } else {
+            None
+        }
+    }
+}
+
+/// What the handler does beyond sending the routed status and body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Nothing: the body is the routed text.
+    None,
+    /// The body is the rendered metrics, with the Prometheus content type.
+    Metrics,
+    /// Notify the quit [`Notify`].
+    Quit,
+}
+
+/// The routing decision for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Route {
+    status: StatusCode,
+    /// Body text (ignored for [`Action::Metrics`]).
+    body: &'static str,
+    /// The `Allow` header for 405 responses.
+    allow: Option<&'static str>,
+    action: Action,
+}
+
+impl Route {
+    fn new(status: StatusCode, body: &'static str, action: Action) -> Route {
+        Route {
+            status,
+            body,
+            allow: None,
+            action,
+        }
+    }
+
+    fn method_not_allowed(allow: &'static str) -> Route {
+        Route {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            body: "method not allowed",
+            allow: Some(allow),
+            action: Action::None,
+        }
+    }
+}
+
+/// Decides the response to `method path` from a peer, given the health.
+/// Pure, so the whole table is unit-tested; the handler only does I/O.
+/// HEAD is routed like GET (hyper sends the headers without the body).
+fn route(method: &Method, path: &str, peer_is_loopback: bool, health: &Health) -> Route {
+    const GET_HEAD: &str = "GET, HEAD";
+    let get = *method == Method::GET || *method == Method::HEAD;
+    let ok = |body| Route::new(StatusCode::OK, body, Action::None);
+    let unavailable = |body| Route::new(StatusCode::SERVICE_UNAVAILABLE, body, Action::None);
+    match path {
+        "/metrics" | "/startup" | "/readiness" | "/liveness" if !get => {
+            Route::method_not_allowed(GET_HEAD)
+        }
+        "/metrics" => Route::new(StatusCode::OK, "", Action::Metrics),
+        "/startup" if health.started() => ok("ok"),
+        "/startup" => unavailable("starting"),
+        "/readiness" => match health.not_ready_reason() {
+            None => ok("ok"),
+            Some(reason) => unavailable(reason),
+        },
+        // Answering at all is the proof of life.
+        "/liveness" => ok("ok"),
+        "/quitquitquit" if *method != Method::POST => Route::method_not_allowed("POST"),
+        // Anyone who can reach the port could otherwise stop the proxy; only
+        // the pod's own containers (or the host) may.
+        "/quitquitquit" if !peer_is_loopback => Route::new(
+            StatusCode::FORBIDDEN,
+            "forbidden: /quitquitquit accepts only loopback peers",
+            Action::None,
+        ),
+        "/quitquitquit" => Route::new(StatusCode::OK, "shutting down", Action::Quit),
+        _ => Route::new(StatusCode::NOT_FOUND, "not found", Action::None),
+    }
+}
+
+/// Whether `addr` is a loopback address, including IPv4-mapped IPv6
+/// (`::ffff:127.0.0.1`, what a dual-stack `[::]` listener reports).
+fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// Bounds on what admin clients can hold.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// A connection must send a complete request head within this, including
+    /// the idle wait between keep-alive requests.
+    header_read_timeout: Duration,
+    /// Request head size; more is answered 431.
+    max_header_size: usize,
+    /// Admin connections served at once; more are closed on accept.
+    max_connections: usize,
+    /// A connection is asked to close after this long (finishing its current
+    /// response), so a peer that never stops cannot hold it forever.
+    max_connection_age: Duration,
+    /// How long a connection asked to close may take to finish its response.
+    close_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_size: 16 * 1024,
+            max_connections: 64,
+            max_connection_age: Duration::from_secs(300),
+            close_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A bound admin HTTP server, ready to [`run`](Admin::run).
+pub struct Admin {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    limits: Limits,
+}
+
+impl Admin {
+    /// Binds the admin listener on `addr` (port 0 picks a free port).
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Admin> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(Admin {
+            listener,
+            local_addr,
+            limits: Limits::default(),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, asks open
+    /// connections to finish their current response and waits up to a short
+    /// grace for them. `quit` is notified (`notify_one`, so a request made
+    /// before anyone awaits is not lost) by an accepted `POST /quitquitquit`.
+    pub async fn run(
+        self,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        quit: Arc<Notify>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let Admin {
+            listener,
+            local_addr,
+            limits,
+        } = self;
+        info!(listen = %local_addr, "admin server ready");
+        let state = Arc::new(State {
+            health,
+            metrics,
+            quit,
+        });
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        // Flipped once at shutdown; every connection task watches it.
+        let (closing_tx, closing_rx) = watch::channel(false);
+        let mut conns = JoinSet::new();
+        let mut backoff = Duration::from_millis(5);
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => {
+                        backoff = Duration::from_millis(5);
+                        a
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: never fatal.
+                        warn!(error = %e, retry_in = ?backoff, "admin accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+                // Reap finished connections so the set stays as small as the live ones.
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                debug!(%peer, "admin connection refused: too many open");
+                continue;
+            };
+            let state = state.clone();
+            let closing = closing_rx.clone();
+            conns.spawn(
+                serve(stream, peer, state, limits, closing, permit)
+                    .instrument(info_span!("admin", peer = %peer)),
+            );
+        }
+        drop(listener);
+        // No receiver left only means no connection is open.
+        let _ = closing_tx.send(true);
+        let finished = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(limits.close_grace, finished)
+            .await
+            .is_err()
+        {
+            debug!(open = conns.len(), "closing admin connections still open");
+        }
+        // Dropping the set aborts whatever is left.
+        drop(conns);
+        info!("admin server stopped");
+    }
+}
+
+/// What request handlers share.
+struct State {
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    quit: Arc<Notify>,
+}
+
+/// Serves one admin connection until the peer closes it, it errs, it reaches
+/// its maximum age, or the server shuts down.
+async fn serve(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    limits: Limits,
+    mut closing: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let loopback = is_loopback(peer);
+    let service = service_fn(move |req: Request<Incoming>| {
+        let res = respond(&req, loopback, &state);
+        async move { Ok::<_, Infallible>(res) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_size);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = closing.wait_for(|closing| *closing) => None,
+        () = tokio::time::sleep(limits.max_connection_age) => None,
+    };
+    let result = match ended {
+        Some(r) => r,
+        None => {
+            // Finish the response in flight (an idle connection closes now).
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(limits.close_grace, conn).await {
+                Ok(r) => r,
+                Err(_) => {
+                    debug!("admin connection did not finish in time; closing");
+                    return;
+                }
+            }
+        }
+    };
+    // Bad requests, header timeouts and resets are the peer's problem, not
+    // the proxy's: note them quietly.
+    if let Err(e) = result {
+        debug!(error = %e, "admin connection ended with an error");
+    }
+}
+
+/// Builds the response for one request and performs its action.
+fn respond(
+    req: &Request<Incoming>,
+    peer_is_loopback: bool,
+    state: &State,
+) -> Response<Full<Bytes>> {
+    let route = route(
+        req.method(),
+        req.uri().path(),
+        peer_is_loopback,
+        &state.health,
+    );
+    let (body, content_type) = match route.action {
+        Action::Metrics => (Bytes::from(state.metrics.render()), METRICS_CONTENT_TYPE),
+        Action::Quit => {
+            info!("shutdown requested through /quitquitquit");
+            state.quit.notify_one();
+            (Bytes::from_static(route.body.as_bytes()), TEXT_CONTENT_TYPE)
+        }
+        Action::None => (Bytes::from_static(route.body.as_bytes()), TEXT_CONTENT_TYPE),
+    };
+    if route.status == StatusCode::FORBIDDEN {
+        warn!(
+            path = req.uri().path(),
+            "refused admin request from a non-loopback peer"
+        );
+    }
+    let mut res = Response::new(Full::new(body));
+    *res.status_mut() = route.status;
+    let headers = res.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(allow) = route.allow {
+        headers.insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A health in each interesting state.
+    fn health(started: bool, draining: bool, open: usize, max: usize) -> Health {
+        let h = Health::new(max);
+        if started {
+            h.set_started();
+        }
+        if draining {
+            h.set_draining();
+        }
+        for _ in 0..open {
+            h.connection_opened();
+        }
+        h
+    }
+
+    #[test]
+    fn health_states() {
+        // (started, draining, open, max) → (ready, at_capacity)
+        let table = [
+            ((false, false, 0, 0), (false, false)),
+            ((true, false, 0, 0), (true, false)),
+            ((true, false, 1000, 0), (true, false)),
+            ((true, false, 1, 2), (true, false)),
+            ((true, false, 2, 2), (false, true)),
+            ((true, false, 3, 2), (false, true)),
+            ((true, true, 0, 0), (false, false)),
+            ((false, true, 0, 0), (false, false)),
+        ];
+        for ((started, draining, open, max), (ready, full)) in table {
+            let h = health(started, draining, open, max);
+            let case = (started, draining, open, max);
+            assert_eq!(h.ready(), ready, "ready {case:?}");
+            assert_eq!(h.at_capacity(), full, "at_capacity {case:?}");
+            assert_eq!(h.started(), started);
+            assert_eq!(h.draining(), draining);
+        }
+    }
+
+    #[test]
+    fn connection_count_saturates_at_zero() {
+        let h = Health::new(1);
+        h.connection_closed();
+        assert_eq!(h.connections(), 0);
+        h.connection_opened();
+        assert!(h.at_capacity());
+        h.connection_closed();
+        h.connection_closed();
+        assert_eq!(h.connections(), 0);
+        assert!(!h.at_capacity());
+    }
+
+    #[test]
+    fn routes() {
+        use Action::{Metrics as M, None as N, Quit as Q};
+        const NA: &str = "method not allowed";
+        // Whether the peer is on loopback.
+        const LO: bool = true;
+        const FAR: bool = false;
+        let (get, head, post, put) = (Method::GET, Method::HEAD, Method::POST, Method::PUT);
+        let new = health(false, false, 0, 0);
+        let up = health(true, false, 0, 0);
+        let full = health(true, false, 1, 1);
+        let drain = health(true, true, 0, 0);
+        let forbidden = "forbidden: /quitquitquit accepts only loopback peers";
+        // (method, path, peer, health) → (status, body, action); the `Allow`
+        // header is checked from the path below.
+        let table = [
+            (&get, "/metrics", LO, &new, 200, "", M),
+            (&head, "/metrics", FAR, &new, 200, "", M),
+            (&post, "/metrics", LO, &up, 405, NA, N),
+            (&get, "/startup", LO, &new, 503, "starting", N),
+            (&get, "/startup", LO, &up, 200, "ok", N),
+            (&get, "/startup", LO, &drain, 200, "ok", N),
+            (&head, "/startup", LO, &up, 200, "ok", N),
+            (&get, "/readiness", LO, &new, 503, "starting", N),
+            (&get, "/readiness", LO, &up, 200, "ok", N),
+            (&get, "/readiness", LO, &full, 503, "at max connections", N),
+            (&get, "/readiness", LO, &drain, 503, "draining", N),
+            (&head, "/readiness", LO, &drain, 503, "draining", N),
+            (&put, "/readiness", LO, &up, 405, NA, N),
+            (&get, "/liveness", LO, &new, 200, "ok", N),
+            (&get, "/liveness", FAR, &drain, 200, "ok", N),
+            (&post, "/liveness", LO, &up, 405, NA, N),
+            (&post, "/quitquitquit", LO, &up, 200, "shutting down", Q),
+            (&post, "/quitquitquit", LO, &new, 200, "shutting down", Q),
+            (&post, "/quitquitquit", FAR, &up, 403, forbidden, N),
+            (&get, "/quitquitquit", LO, &up, 405, NA, N),
+            (&head, "/quitquitquit", LO, &up, 405, NA, N),
+            // The method is checked before the peer.
+            (&get, "/quitquitquit", FAR, &up, 405, NA, N),
+            (&get, "/", LO, &up, 404, "not found", N),
+            (&get, "/nope", LO, &up, 404, "not found", N),
+            (&get, "/metrics/", LO, &up, 404, "not found", N),
+            (&post, "/nope", LO, &up, 404, "not found", N),
+            (&get, "*", LO, &up, 404, "not found", N),
+        ];
+        for (method, path, loopback, h, status, body, action) in table {
+            let allow = match (status, path) {
+                (405, "/quitquitquit") => Some("POST"),
+                (405, _) => Some("GET, HEAD"),
+                _ => None,
+            };
+            let want = Route {
+                status: StatusCode::from_u16(status).expect("table statuses are valid"),
+                body,
+                allow,
+                action,
+            };
+            let got = route(method, path, loopback, h);
+            assert_eq!(got, want, "{method} {path} loopback={loopback}");
+        }
+    }
+
+    #[test]
+    fn loopback_peers() {
+        let table = [
+            ("127.0.0.1:1", true),
+            ("127.8.9.10:1", true),
+            ("[::1]:1", true),
+            ("[::ffff:127.0.0.1]:1", true),
+            ("10.0.0.1:1", false),
+            ("0.0.0.0:1", false),
+            ("[::ffff:10.0.0.1]:1", false),
+            ("[fe80::1]:1", false),
+        ];
+        for (addr, want) in table {
+            let addr: SocketAddr = addr.parse().expect("table addresses are valid");
+            assert_eq!(is_loopback(addr), want, "{addr}");
+        }
+    }
+
+    /// Binds with `limits` and runs until the returned sender is dropped or fires.
+    async fn start(limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let mut admin = Admin::bind("127.0.0.1:0".parse().expect("valid address"))
+            .await
+            .expect("bind admin");
+        admin.limits = limits;
+        let addr = admin.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(admin.run(
+            Arc::new(Health::new(0)),
+            Arc::new(Metrics::new()),
+            Arc::new(Notify::new()),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (addr, stop)
+    }
+
+    /// Reads until the peer closes, within a deadline; returns what was read.
+    async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .expect("server closed the connection in time")
+            .expect("read");
+        buf
+    }
+
+    #[tokio::test]
+    async fn slow_request_head_is_cut_off() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /liveness HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .expect("write");
+        // The head never completes: the server must close, not wait forever.
+        let reply = read_until_closed(&mut s).await;
+        assert!(!String::from_utf8_lossy(&reply).contains("200 OK"));
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_limit_are_closed() {
+        let limits = Limits {
+            max_connections: 1,
+            ..Limits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        // Holds the only slot (idle keep-alive connection).
+        let mut first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        first
+            .write_all(b"GET /liveness HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 512];
+        let n = first.read(&mut buf).await.expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert!(read_until_closed(&mut second).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn oversized_request_head_is_refused() {
+        let (addr, _stop) = start(Limits::default()).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let big = format!(
+            "GET /liveness HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(64 * 1024)
+        );
+        // The server may close before taking it all, and closing with unread
+        // bytes may reset the connection before its 431 is read: either way
+        // it must not serve the request.
+        let _ = s.write_all(big.as_bytes()).await;
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .expect("server closed the connection in time");
+        let reply = String::from_utf8_lossy(&buf);
+        assert!(
+            read.is_err() || reply.starts_with("HTTP/1.1 431"),
+            "{reply}"
+        );
+        // And it still serves the next client.
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /liveness HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let reply = read_until_closed(&mut s).await;
+        assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"));
+    }
+}

@@ -1,0 +1,224 @@
+//! One struct of typed metric handles, registered once, rendered in the
+//! Prometheus text format for `/metrics`. Labels are low-cardinality enums
+//! (method, outcome, reason, kind, direction), never user input.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric name starts with this.
+pub const PREFIX: &str = "elasticache_auth_proxy";
+
+/// Buckets for connect, TLS and AUTH latencies: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The proxy's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Upstream AUTH attempts, by `method` (iam, password) and `outcome`
+    /// (success, failure).
+    pub auth_attempts: IntCounterVec,
+    /// Connections authenticated with the password after IAM did not work,
+    /// by `reason` (token_unavailable, rejected, throttled, backoff).
+    pub auth_fallbacks: IntCounterVec,
+    /// Upstream AUTH attempts refused by the server (CloudWatch's
+    /// AuthenticationFailures, seen from the proxy), by `method`.
+    pub auth_failures: IntCounterVec,
+    /// IAM AUTH attempts the server throttled (IamAuthenticationThrottling).
+    pub iam_throttled: IntCounter,
+    /// Re-authentications of live sessions (after RESET, before the 12 h
+    /// cut-off), by `outcome`.
+    pub reauths: IntCounterVec,
+    /// IAM connections the server closed at the session-age limit
+    /// (CloudWatch's IamAuthenticationExpirations, seen from the proxy).
+    pub session_expirations: IntCounter,
+    /// Token refreshes by `outcome`, and how long each took.
+    pub token_refreshes: IntCounterVec,
+    pub token_refresh_duration: Histogram,
+    /// When the current token and the credentials behind it expire (Unix seconds).
+    pub token_expiry: IntGauge,
+    pub credentials_expiry: IntGauge,
+    /// Client connections: open now, and accepted in total.
+    pub client_connections_active: IntGauge,
+    pub client_connections: IntCounter,
+    /// Clients refused at --max-connections.
+    pub client_connections_refused: IntCounter,
+    /// Authenticated upstream connections open now, by `method`.
+    pub upstream_connections_active: IntGaugeVec,
+    /// Upstream connections opened in total.
+    pub upstream_connections: IntCounter,
+    /// Upstream latencies: TCP connect, TLS handshake, AUTH round trip.
+    pub upstream_connect_duration: Histogram,
+    pub upstream_tls_duration: Histogram,
+    pub upstream_auth_duration: HistogramVec,
+    /// Upstream errors by `kind` (see `error::Kind::as_str`).
+    pub upstream_errors: IntCounterVec,
+    /// Bytes relayed, by `direction` (to_upstream, to_client).
+    pub bytes: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let name = |n: &str| format!("{PREFIX}_{n}");
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("metric definitions are valid");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric names are unique");
+                m
+            }};
+        }
+        let counter = |n: &str, help: &str| IntCounter::new(name(n), help);
+        let counter_vec = |n: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name(n), help), labels)
+        };
+        let histogram = |n: &str, help: &str| {
+            Histogram::with_opts(
+                HistogramOpts::new(name(n), help).buckets(LATENCY_BUCKETS.to_vec()),
+            )
+        };
+        Metrics {
+            auth_attempts: reg!(counter_vec(
+                "auth_attempts_total",
+                "Upstream AUTH attempts by method and outcome.",
+                &["method", "outcome"]
+            )),
+            auth_fallbacks: reg!(counter_vec(
+                "auth_fallbacks_total",
+                "Connections that used the password user because IAM did not work, by reason.",
+                &["reason"]
+            )),
+            auth_failures: reg!(counter_vec(
+                "authentication_failures_total",
+                "Upstream AUTH attempts the server refused, by method.",
+                &["method"]
+            )),
+            iam_throttled: reg!(counter(
+                "iam_authentication_throttled_total",
+                "IAM AUTH attempts the server throttled."
+            )),
+            reauths: reg!(counter_vec(
+                "reauthentications_total",
+                "Re-authentications of live sessions, by outcome.",
+                &["outcome"]
+            )),
+            session_expirations: reg!(counter(
+                "iam_session_expirations_total",
+                "IAM connections the server closed at the session-age limit."
+            )),
+            token_refreshes: reg!(counter_vec(
+                "token_refreshes_total",
+                "IAM token refreshes by outcome.",
+                &["outcome"]
+            )),
+            token_refresh_duration: reg!(histogram(
+                "token_refresh_duration_seconds",
+                "Time to fetch credentials (when due) and sign a token."
+            )),
+            token_expiry: reg!(IntGauge::new(
+                name("token_expiry_timestamp_seconds"),
+                "When the current IAM token expires (Unix time)."
+            )),
+            credentials_expiry: reg!(IntGauge::new(
+                name("credentials_expiry_timestamp_seconds"),
+                "When the AWS credentials behind the current token expire (Unix time; 0 = never)."
+            )),
+            client_connections_active: reg!(IntGauge::new(
+                name("client_connections_active"),
+                "Client connections open now."
+            )),
+            client_connections: reg!(counter(
+                "client_connections_total",
+                "Client connections accepted."
+            )),
+            client_connections_refused: reg!(counter(
+                "client_connections_refused_total",
+                "Client connections refused at --max-connections."
+            )),
+            upstream_connections_active: reg!(IntGaugeVec::new(
+                Opts::new(
+                    name("upstream_connections_active"),
+                    "Authenticated upstream connections open now, by method."
+                ),
+                &["method"]
+            )),
+            upstream_connections: reg!(counter(
+                "upstream_connections_total",
+                "Upstream connections opened (TCP connected)."
+            )),
+            upstream_connect_duration: reg!(histogram(
+                "upstream_connect_duration_seconds",
+                "Upstream TCP connect time."
+            )),
+            upstream_tls_duration: reg!(histogram(
+                "upstream_tls_handshake_duration_seconds",
+                "Upstream TLS handshake time."
+            )),
+            upstream_auth_duration: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    name("upstream_auth_duration_seconds"),
+                    "Upstream AUTH round trip, by method."
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["method"]
+            )),
+            upstream_errors: reg!(counter_vec(
+                "upstream_errors_total",
+                "Upstream errors by kind.",
+                &["kind"]
+            )),
+            bytes: reg!(counter_vec(
+                "bytes_total",
+                "Bytes relayed, by direction.",
+                &["direction"]
+            )),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding metric families into a Vec cannot fail.
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into memory");
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_names_with_units() {
+        let m = Metrics::new();
+        m.auth_attempts.with_label_values(&["iam", "success"]).inc();
+        m.bytes.with_label_values(&["to_client"]).inc_by(42);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "elasticache_auth_proxy_auth_attempts_total{method=\"iam\",outcome=\"success\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("elasticache_auth_proxy_bytes_total{direction=\"to_client\"} 42"),
+            "{text}"
+        );
+        assert!(text
+            .contains("# TYPE elasticache_auth_proxy_upstream_connect_duration_seconds histogram"));
+    }
+}
