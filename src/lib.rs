@@ -6,9 +6,12 @@
 //! - [`server`]: listeners, accept loop, connection limit, graceful drain.
 //! - [`session`]: one task per client: relays bytes, keeps the reply ledger.
 //! - [`upstream`]: TCP + TLS connector and the AUTH handshake.
-//! - [`auth`]: identities (password user) and secret redaction.
+//! - [`auth`]: identities per connection: IAM token signer, credentials
+//!   refresher, fallback policy, password user, secret redaction.
 //! - [`resp`]: RESP frame boundaries and the few commands the proxy understands.
 //! - [`error`]: one error taxonomy: kind and side, and what clients are told.
+//! - [`admin`]: HTTP endpoints: metrics, startup/readiness/liveness, quit.
+//! - [`metrics`]: one struct of typed Prometheus metric handles.
 //!
 //! Data flows one way: server → session → upstream; auth is asked by both;
 //! resp is used by all.
