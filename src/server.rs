@@ -85,6 +85,7 @@ impl Server {
                 max_pipeline: MAX_PIPELINE,
                 idle_timeout: cfg.idle_timeout,
                 max_session_age: cfg.max_session_age,
+                reauth_after: cfg.reauth_after,
             },
             metrics,
         });

@@ -206,7 +206,7 @@ pub fn usable(token: &Token, now: SystemTime) -> bool {
 }
 
 /// A cheap, dependency-free jitter in [0, 1).
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());

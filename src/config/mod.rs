@@ -122,6 +122,8 @@ settings! {
     #[arg(value_name = "DURATION")] idle_timeout: HumanDuration,
     /// The server closes an IAM connection this long after its last AUTH (ElastiCache: 12h) [default: 12h]
     #[arg(value_name = "DURATION")] max_session_age: HumanDuration,
+    /// Re-authenticate IAM sessions this long after their last AUTH, plus up to 5% jitter [default: 11h]
+    #[arg(value_name = "DURATION")] reauth_after: HumanDuration,
     /// Admin HTTP address: /metrics, /startup, /readiness, /liveness, POST /quitquitquit [default: 127.0.0.1:9090]
     #[arg(value_name = "ADDR")] admin_listen: SocketAddr,
     /// Largest bulk string or line relayed (as proto-max-bulk-len), at least 1KiB [default: 512MiB]
@@ -235,6 +237,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long the server keeps an IAM connection after its last AUTH.
     pub max_session_age: Duration,
+    /// When an IAM session re-authenticates (before `max_session_age`).
+    pub reauth_after: Duration,
     pub admin_listen: SocketAddr,
     pub max_frame_size: u64,
     pub log_format: LogFormat,
@@ -391,6 +395,18 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
             return Err(invalid(name, "must be greater than 0, e.g. \"5s\""));
         }
     }
+    let max_session_age = timeout(a.max_session_age, 12 * 3600);
+    let reauth_after = timeout(a.reauth_after, 11 * 3600);
+    // The jitter adds up to 5%; the re-auth must still land before the cut.
+    if reauth_after.is_zero() || reauth_after.mul_f64(1.05) >= max_session_age {
+        return Err(invalid(
+            "reauth_after",
+            format!(
+                "must be above 0 and leave room (5% jitter) before max-session-age ({}); e.g. 11h for 12h",
+                humantime::format_duration(max_session_age)
+            ),
+        ));
+    }
     Ok(Config {
         listen,
         unix_socket: a.unix_socket.clone(),
@@ -403,7 +419,8 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
         auth_timeout,
         drain_timeout: timeout(a.drain_timeout, 30),
         idle_timeout: timeout(a.idle_timeout, 0),
-        max_session_age: timeout(a.max_session_age, 12 * 3600),
+        max_session_age,
+        reauth_after,
         admin_listen: a
             .admin_listen
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 9090))),

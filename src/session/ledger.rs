@@ -157,6 +157,16 @@ enum Expect {
 }
 
 impl State {
+    /// Whether a proxy AUTH could be sent once no reply is outstanding: not
+    /// in MULTI (IAM AUTH is refused there), replies on (its reply must come
+    /// back), not in MONITOR, not a RESP2 subscriber (AUTH is refused there).
+    pub fn quiet(&self) -> bool {
+        !self.multi
+            && self.reply == ReplyMode::On
+            && !self.monitor
+            && (self.proto != 2 || self.subs.is_empty())
+    }
+
     /// Decides how the server answers `p`, applying CLIENT REPLY effects.
     /// `None`: the server sends nothing for it.
     fn activate(&mut self, p: &Pending) -> Option<Expect> {

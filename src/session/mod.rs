@@ -62,6 +62,26 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// The server's limit on an IAM connection's age since its last AUTH.
     pub max_session_age: Duration,
+    /// When an IAM session re-authenticates (plus up to 5% jitter).
+    pub reauth_after: Duration,
+}
+
+/// Why the proxy sent an AUTH of its own on a live session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// RESET de-authenticated the connection.
+    AfterReset,
+    /// The session nears the server's session-age limit.
+    Refresh,
+}
+
+/// A proxy AUTH whose reply is still to come (in ledger order).
+#[derive(Debug)]
+struct InFlight {
+    purpose: Purpose,
+    method: Method,
+    user: String,
+    sent: Instant,
 }
 
 /// Why a session ended (for the log).
@@ -353,8 +373,14 @@ struct Relay {
     conn: Conn,
     /// When the upstream connection last authenticated.
     authed_at: Instant,
-    /// When the proxy's own AUTH (after RESET) went out, while it is pending.
-    reauth_sent: Option<Instant>,
+    /// The proxy's own AUTHs awaiting replies, oldest first.
+    proxy_auths: VecDeque<InFlight>,
+    /// When the next re-authentication is due (IAM sessions only).
+    reauth_at: Option<Instant>,
+    /// A re-authentication is due: sent at the next safe point.
+    reauth_due: bool,
+    /// The next re-authentication uses the password (IAM was refused).
+    reauth_with_password: bool,
     bytes_up: prometheus::IntCounter,
     bytes_down: prometheus::IntCounter,
     /// How this connection authenticated; RESET and HELLO re-use it.
@@ -401,7 +427,10 @@ impl Relay {
             ctx,
             conn,
             authed_at: Instant::now(),
-            reauth_sent: None,
+            proxy_auths: VecDeque::new(),
+            reauth_at: None,
+            reauth_due: false,
+            reauth_with_password: false,
             bytes_up,
             bytes_down,
             method,
@@ -446,6 +475,11 @@ impl Relay {
         let close_sleep = tokio::time::sleep(Duration::MAX / 4);
         tokio::pin!(close_sleep);
         let mut close_armed = false;
+        // Fires when a re-authentication is due (IAM sessions).
+        self.schedule_reauth();
+        let reauth_sleep = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(reauth_sleep);
+        let mut reauth_armed_for: Option<Instant> = None;
         if !self.ubuf.is_empty() {
             if let Err(e) = self.on_upstream_bytes() {
                 self.fail(e);
@@ -467,9 +501,17 @@ impl Relay {
                     .as_mut()
                     .reset(tokio::time::Instant::now() + CLOSE_GRACE);
             }
+            self.try_reauth();
+            if self.reauth_at != reauth_armed_for {
+                reauth_armed_for = self.reauth_at;
+                if let Some(at) = self.reauth_at {
+                    reauth_sleep.as_mut().reset(at.into());
+                }
+            }
             let read_client = self.closing.is_none()
                 && !self.client_eof
                 && self.close_when_settled.is_none()
+                && !self.holding_for_reauth()
                 && self.to_up.len < HIGH_WATER
                 && self.ledger.len() < self.ctx.limits.max_pipeline;
             let read_up = self.closing.is_none() && self.to_client.len < HIGH_WATER;
@@ -519,6 +561,11 @@ impl Relay {
                     }
                 }
                 () = &mut idle_sleep, if idle_armed => break End::Idle,
+                () = &mut reauth_sleep, if reauth_armed_for.is_some() => {
+                    self.reauth_at = None;
+                    reauth_armed_for = None;
+                    self.reauth_due = true;
+                }
                 () = &mut close_sleep, if close_armed => {
                     break self.closing.take().unwrap_or(End::ClientClosed);
                 }
@@ -712,15 +759,99 @@ impl Relay {
                 // Everything up to and including the RESET goes first.
                 self.cstart = self.cpos;
                 self.forward_commands();
-                let mut out = BytesMut::new();
-                resp::encode_command(&mut out, &identity.auth_command());
-                self.to_up.push(out.freeze());
-                self.ledger.push(Pending::ProxyAuth);
-                self.reauth_sent = Some(Instant::now());
+                self.send_proxy_auth(Purpose::AfterReset, &identity);
             }
             Err(e) => {
                 warn!(kind = e.kind.as_str(), detail = %e.detail, "no identity to re-authenticate after RESET")
             }
+        }
+    }
+
+    /// Queues the proxy's own AUTH; its reply is consumed (ledger order).
+    fn send_proxy_auth(&mut self, purpose: Purpose, identity: &auth::Identity) {
+        let mut out = BytesMut::new();
+        resp::encode_command(&mut out, &identity.auth_command());
+        self.to_up.push(out.freeze());
+        self.ledger.push(Pending::ProxyAuth);
+        self.proxy_auths.push_back(InFlight {
+            purpose,
+            method: identity.method,
+            user: identity.user_name().to_string(),
+            sent: Instant::now(),
+        });
+    }
+
+    /// Schedules the next re-authentication of an IAM session.
+    fn schedule_reauth(&mut self) {
+        self.reauth_due = false;
+        self.reauth_at = (self.method == Method::Iam).then(|| {
+            let after = self.ctx.limits.reauth_after;
+            // Up to 5% later, so a fleet's sessions do not all re-auth at once.
+            self.authed_at + after + after.mul_f64(0.05 * auth::refresher::jitter())
+        });
+    }
+
+    /// Whether new client commands wait: a re-auth is due and only the
+    /// outstanding replies stand between the session and a safe point. (In
+    /// MULTI, or with replies off, the client must go on to get there.)
+    fn holding_for_reauth(&self) -> bool {
+        self.reauth_due && self.ledger.state().quiet()
+    }
+
+    /// Sends the due re-authentication if this is a safe point (invariant 3):
+    /// no reply outstanding, no command half-sent, a quiet state.
+    fn try_reauth(&mut self) {
+        if !self.reauth_due
+            || !self.ledger.is_empty()
+            || !self.ledger.state().quiet()
+            || self.cstream
+            || self.ustream
+            || self.closing.is_some()
+            || self.close_when_settled.is_some()
+        {
+            return;
+        }
+        let fallback = self.ctx.auth.mode() == crate::config::AuthMode::IamWithPasswordFallback;
+        let identity = if self.reauth_with_password {
+            self.ctx.auth.current(Method::Password)
+        } else {
+            match self.ctx.auth.current(Method::Iam) {
+                Err(e) if fallback => {
+                    debug!(detail = %e.detail, "no IAM token to re-authenticate; using the password");
+                    self.ctx.auth.current(Method::Password)
+                }
+                other => other,
+            }
+        };
+        match identity {
+            Ok(identity) => {
+                // Commands still in the buffer go after the AUTH.
+                self.send_proxy_auth(Purpose::Refresh, &identity);
+                self.reauth_due = false;
+                // The ledger must expect the AUTH's reply before it comes.
+                self.settle();
+            }
+            Err(e) => {
+                warn!(conn = self.conn.id, kind = e.kind.as_str(), detail = %e.detail, "cannot re-authenticate: no identity; retrying");
+                self.retry_reauth();
+            }
+        }
+    }
+
+    /// After a failed re-authentication: try again halfway to the cut-off,
+    /// while there is time; then the server will close the session.
+    fn retry_reauth(&mut self) {
+        self.reauth_due = false;
+        let deadline = self.authed_at + self.ctx.limits.max_session_age;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left > Duration::from_secs(1) {
+            self.reauth_at = Some(Instant::now() + left / 2);
+        } else {
+            self.reauth_at = None;
+            warn!(
+                conn = self.conn.id,
+                "re-authentication failed; the server will close this session at its age limit"
+            );
         }
     }
 
@@ -810,13 +941,8 @@ impl Relay {
             if let Some(Done::Emit(answer)) = &outcome {
                 self.to_client.push(answer.clone());
             }
-            if let Some(Done::ProxyAuth(auth)) = &outcome {
-                self.reauthenticated(auth);
-            }
-            if let Some(Done::ProxyAuth(ProxyAuth::Rejected(reason))) = outcome {
-                let e = Error::upstream(Kind::AuthRejected, reason);
-                warn!(target: "auth", outcome = "failure", after_reset = true, reason = %e.detail, "upstream AUTH after RESET failed");
-                return Err(e);
+            if let Some(Done::ProxyAuth(auth)) = outcome {
+                self.proxy_authenticated(auth)?;
             }
             self.settle();
         }
@@ -873,36 +999,59 @@ impl Relay {
         });
     }
 
-    /// Records the outcome of the proxy's own AUTH after RESET.
-    fn reauthenticated(&mut self, auth: &ProxyAuth) {
-        let took = self
-            .reauth_sent
-            .take()
-            .map_or(Duration::ZERO, |t| t.elapsed());
-        let result = match auth {
-            ProxyAuth::Ok => {
-                self.authed_at = Instant::now();
-                Ok(took)
-            }
+    /// The reply to one of the proxy's own AUTHs came: log and count it,
+    /// then act on it. A refused AUTH after RESET ends the session (the
+    /// connection is no longer authenticated); a refused re-authentication
+    /// does not (the connection keeps its identity until the server's cut).
+    fn proxy_authenticated(&mut self, auth: ProxyAuth) -> Result<(), Error> {
+        let Some(sent) = self.proxy_auths.pop_front() else {
+            return Ok(());
+        };
+        let took = sent.sent.elapsed();
+        let result = match &auth {
+            ProxyAuth::Ok => Ok(took),
             ProxyAuth::Rejected(reason) => Err(Error::upstream(Kind::AuthRejected, reason.clone())),
         };
         let outcome = if result.is_ok() { "success" } else { "failure" };
         self.ctx.metrics.reauths.with_label_values(&[outcome]).inc();
-        let user = self
-            .ctx
-            .auth
-            .current(self.method)
-            .map(|i| i.user_name().to_string());
+        let fallback = sent.method != self.method;
         record_attempt(
             &self.ctx,
             &self.conn,
-            self.method,
-            user.as_deref().unwrap_or("-"),
+            sent.method,
+            &sent.user,
             &result,
             took,
-            false,
+            fallback,
             true,
         );
+        match (result, sent.purpose) {
+            (Ok(_), _) => {
+                // A successful AUTH restarts the server's session-age window.
+                self.authed_at = Instant::now();
+                self.method = sent.method;
+                self.reauth_with_password = false;
+                self.schedule_reauth();
+                Ok(())
+            }
+            (Err(e), Purpose::AfterReset) => Err(e),
+            (Err(_), Purpose::Refresh) => {
+                let fallback_mode =
+                    self.ctx.auth.mode() == crate::config::AuthMode::IamWithPasswordFallback;
+                if sent.method == Method::Iam && fallback_mode {
+                    self.ctx
+                        .metrics
+                        .auth_fallbacks
+                        .with_label_values(&["rejected"])
+                        .inc();
+                    self.reauth_with_password = true;
+                    self.reauth_due = true;
+                } else {
+                    self.retry_reauth();
+                }
+                Ok(())
+            }
+        }
     }
 
     fn upstream_closed(&mut self) {
