@@ -32,6 +32,13 @@ pub struct Metrics {
     /// Re-authentications of live sessions (after RESET, before the 12 h
     /// cut-off), by `outcome`.
     pub reauths: IntCounterVec,
+    /// Sessions moved to a fresh connection to re-authenticate (RESP2
+    /// subscribers, MONITOR), by `outcome`.
+    pub migrations: IntCounterVec,
+    /// Messages that arrived on the new connection while the old one was
+    /// still subscribed: each may also have come on the old one (delivered
+    /// twice, never lost).
+    pub migration_overlap_messages: IntCounter,
     /// IAM connections the server closed at the session-age limit
     /// (CloudWatch's IamAuthenticationExpirations, seen from the proxy).
     pub session_expirations: IntCounter,
@@ -106,6 +113,15 @@ impl Metrics {
                 "reauthentications_total",
                 "Re-authentications of live sessions, by outcome.",
                 &["outcome"]
+            )),
+            migrations: reg!(counter_vec(
+                "session_migrations_total",
+                "Sessions moved to a fresh authenticated connection, by outcome.",
+                &["outcome"]
+            )),
+            migration_overlap_messages: reg!(counter(
+                "migration_overlap_messages_total",
+                "Pub/sub messages received on both connections during a migration window may be delivered twice; this counts the candidates."
             )),
             session_expirations: reg!(counter(
                 "iam_session_expirations_total",
