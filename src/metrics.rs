@@ -18,16 +18,19 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// The proxy's metrics.
 pub struct Metrics {
     registry: Registry,
-    /// Upstream AUTH attempts, by `method` (iam, password) and `outcome`
-    /// (success, failure).
+    /// Upstream authentication attempts, by `method` (iam, password) and
+    /// `outcome` (success, failure). An IAM attempt with no token available
+    /// is a failure too, though no AUTH was sent.
     pub auth_attempts: IntCounterVec,
-    /// Connections authenticated with the password after IAM did not work,
-    /// by `reason` (token_unavailable, rejected, throttled, backoff).
+    /// Connections that turned to the password user because IAM did not
+    /// work, by `reason` (token_unavailable, rejected, throttled, backoff);
+    /// whether the password then worked is in `auth_attempts`.
     pub auth_fallbacks: IntCounterVec,
     /// Upstream AUTH attempts refused by the server (CloudWatch's
     /// AuthenticationFailures, seen from the proxy), by `method`.
     pub auth_failures: IntCounterVec,
-    /// IAM AUTH attempts the server throttled (IamAuthenticationThrottling).
+    /// IAM AUTH attempts the server throttled (IamAuthenticationThrottling);
+    /// also counted in `auth_failures`.
     pub iam_throttled: IntCounter,
     /// Re-authentications of live sessions (after RESET, before the 12 h
     /// cut-off), by `outcome`.
@@ -92,12 +95,12 @@ impl Metrics {
         Metrics {
             auth_attempts: reg!(counter_vec(
                 "auth_attempts_total",
-                "Upstream AUTH attempts by method and outcome.",
+                "Upstream authentication attempts by method and outcome (no IAM token available counts as a failure).",
                 &["method", "outcome"]
             )),
             auth_fallbacks: reg!(counter_vec(
                 "auth_fallbacks_total",
-                "Connections that used the password user because IAM did not work, by reason.",
+                "Connections that turned to the password user because IAM did not work, by reason.",
                 &["reason"]
             )),
             auth_failures: reg!(counter_vec(
@@ -107,7 +110,7 @@ impl Metrics {
             )),
             iam_throttled: reg!(counter(
                 "iam_authentication_throttled_total",
-                "IAM AUTH attempts the server throttled."
+                "IAM AUTH attempts the server throttled (also in authentication_failures_total)."
             )),
             reauths: reg!(counter_vec(
                 "reauthentications_total",

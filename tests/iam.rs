@@ -209,14 +209,15 @@ impl ProxyProcess {
         let child = cmd.spawn().expect("spawn proxy");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        // Ready when the admin server says started: probing the proxy port
-        // itself would open (and audit) a session.
+        // Up when the admin server answers /liveness: probing the proxy port
+        // itself would open (and audit) a session. (/startup waits for a
+        // token, which some tests withhold on purpose.)
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(admin) {
                 use std::io::{Read, Write};
                 let _ =
-                    s.write_all(b"GET /startup HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+                    s.write_all(b"GET /liveness HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
                 let mut reply = String::new();
                 let _ = s.read_to_string(&mut reply);
                 if reply.starts_with("HTTP/1.1 200") {
@@ -271,6 +272,12 @@ async fn missing_credentials_are_a_clear_error() {
     let (redis, emulator) = setup(&EmulatorOptions::default());
     let env = [("AWS_REGION", REGION.to_string())];
     let proxy = ProxyProcess::start(&emulator, &redis, &[], &env);
+    // In iam mode there is nothing to serve with: never started, never ready.
+    assert_eq!(http_get(proxy.admin, "/startup").await.0, 503);
+    assert_eq!(
+        http_get(proxy.admin, "/readiness").await,
+        (503, "starting".to_string())
+    );
     let started = Instant::now();
     let reply = whoami(proxy.addr).await;
     assert!(

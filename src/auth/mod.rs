@@ -248,11 +248,18 @@ impl Provider {
         policy::record(&mut health, ok, Instant::now());
     }
 
-    /// Waits (up to the cold-start timeout) until the first identity is
-    /// known: at once for passwords, the first refresh's outcome for IAM.
+    /// Waits until the first identity is ready: at once for passwords; in
+    /// `iam` mode until a token exists (there is nothing else to serve
+    /// with); with fallback, until the first refresh's outcome is known (up
+    /// to the cold-start timeout), since the password can serve meanwhile.
     pub async fn wait_ready(&self) {
-        if let Some(iam) = &self.iam {
-            let mut rx = iam.current.clone();
+        let Some(iam) = &self.iam else {
+            return;
+        };
+        let mut rx = iam.current.clone();
+        if self.mode == AuthMode::Iam {
+            let _ = rx.wait_for(|c| c.token.is_some()).await;
+        } else {
             let ready = |c: &refresher::Current| c.token.is_some() || c.error.is_some();
             let _ = tokio::time::timeout(self.cold_start, rx.wait_for(ready)).await;
         }

@@ -122,7 +122,7 @@ settings! {
     #[arg(value_name = "DURATION")] idle_timeout: HumanDuration,
     /// The server closes an IAM connection this long after its last AUTH (ElastiCache: 12h) [default: 12h]
     #[arg(value_name = "DURATION")] max_session_age: HumanDuration,
-    /// Re-authenticate IAM sessions this long after their last AUTH, plus up to 5% jitter [default: 11h]
+    /// Re-authenticate IAM sessions this long after their last AUTH, plus up to 5% jitter [default: 11/12 of max-session-age, 11h]
     #[arg(value_name = "DURATION")] reauth_after: HumanDuration,
     /// Admin HTTP address: /metrics, /startup, /readiness, /liveness, POST /quitquitquit [default: 127.0.0.1:9090]
     #[arg(value_name = "ADDR")] admin_listen: SocketAddr,
@@ -396,7 +396,10 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
         }
     }
     let max_session_age = timeout(a.max_session_age, 12 * 3600);
-    let reauth_after = timeout(a.reauth_after, 11 * 3600);
+    // By default 11/12 of the session age: 11h for ElastiCache's 12h.
+    let reauth_after = a
+        .reauth_after
+        .map_or(max_session_age.mul_f64(11.0 / 12.0), |d| d.0);
     // The jitter adds up to 5%; the re-auth must still land before the cut.
     if reauth_after.is_zero() || reauth_after.mul_f64(1.05) >= max_session_age {
         return Err(invalid(

@@ -316,3 +316,28 @@ fn auth_mode_follows_what_is_configured() {
         ("app-user", "my-cache", true)
     );
 }
+
+#[test]
+fn reauth_after_defaults_below_the_session_age() {
+    let env = |k: &str| (k == "PW").then(|| "pw".to_string());
+    let load = |args: &[&str]| {
+        let mut all = vec![
+            "proxy",
+            "--upstream",
+            "c.example.com:6379",
+            "--password-env",
+            "PW",
+        ];
+        all.extend_from_slice(args);
+        Config::load(Cli::try_parse_from(all).unwrap().args, &env)
+    };
+    let cfg = load(&[]).unwrap();
+    assert_eq!(
+        (cfg.max_session_age.as_secs(), cfg.reauth_after.as_secs()),
+        (12 * 3600, 11 * 3600)
+    );
+    let cfg = load(&["--max-session-age", "12s"]).unwrap();
+    assert_eq!(cfg.reauth_after, Duration::from_secs(11));
+    let err = load(&["--max-session-age", "4s", "--reauth-after", "4s"]).unwrap_err();
+    assert!(err.to_string().contains("--reauth-after"), "{err}");
+}
