@@ -45,15 +45,8 @@ fn main() -> ExitCode {
     for warning in &cfg.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("elasticache-auth-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async {
         let server = match server::Server::bind(&cfg).await {
@@ -91,17 +84,19 @@ fn main() -> ExitCode {
     })
 }
 
-/// `elasticache-auth-proxy token`: prints one token on stdout, nothing else.
-fn token(args: TokenArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// Builds a runtime, saying why on stderr when it cannot.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("elasticache-auth-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        .map_err(|e| eprintln!("elasticache-auth-proxy: cannot start the runtime: {e}"))
+        .ok()
+}
+
+/// `elasticache-auth-proxy token`: prints one token on stdout, nothing else.
+fn token(args: TokenArgs) -> ExitCode {
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     let signed = runtime.block_on(auth::sign_once(
         &args.cache_name,

@@ -27,7 +27,7 @@ use bytes::{Buf, BytesMut};
 use common::{
     backend_options, encode_command, text, Emulator, EmulatorOptions, Proxy, RedisServer, IAM_USER,
 };
-use redis_protocol::{resp2, resp3, resp3::types::OwnedFrame};
+use redis_protocol::resp3::types::OwnedFrame;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -223,7 +223,7 @@ impl Conn {
     async fn read_within(&mut self, wait: Duration) -> Result<Option<OwnedFrame>, Fail> {
         let until = Instant::now() + wait;
         loop {
-            match decode_one(&self.buf) {
+            match common::try_decode(&self.buf) {
                 Ok(Some((frame, used))) => {
                     self.buf.advance(used);
                     return Ok(Some(frame));
@@ -281,38 +281,6 @@ impl Conn {
                 Err(f) => return f.disconnect,
             }
         }
-    }
-}
-
-/// One frame from the head of `buf`, `None` if incomplete. RESP2 nulls
-/// (`$-1`, `*-1`) need the RESP2 decoder; everything else decodes as RESP3.
-fn decode_one(buf: &[u8]) -> Result<Option<(OwnedFrame, usize)>, String> {
-    let resp3_err = match resp3::decode::complete::decode(buf) {
-        Ok(found) => return Ok(found),
-        Err(e) => e,
-    };
-    match resp2::decode::decode(buf) {
-        Ok(found) => Ok(found.map(|(frame, used)| (from_resp2(frame), used))),
-        Err(e) => Err(format!(
-            "undecodable reply: {resp3_err:?} / {e:?} ({:?})",
-            String::from_utf8_lossy(&buf[..buf.len().min(200)])
-        )),
-    }
-}
-
-fn from_resp2(frame: resp2::types::OwnedFrame) -> OwnedFrame {
-    use resp2::types::OwnedFrame as F2;
-    let attributes = None;
-    match frame {
-        F2::SimpleString(data) => OwnedFrame::SimpleString { data, attributes },
-        F2::Error(data) => OwnedFrame::SimpleError { data, attributes },
-        F2::Integer(data) => OwnedFrame::Number { data, attributes },
-        F2::BulkString(data) => OwnedFrame::BlobString { data, attributes },
-        F2::Array(items) => OwnedFrame::Array {
-            data: items.into_iter().map(from_resp2).collect(),
-            attributes,
-        },
-        F2::Null => OwnedFrame::Null,
     }
 }
 

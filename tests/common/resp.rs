@@ -104,21 +104,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Resp<S> {
     }
 }
 
-/// One frame from the head of `buf`, or `None` if it is still incomplete.
+/// One frame from the head of `buf`, or `None` if it is still incomplete;
+/// panics on bytes that are not RESP.
+fn decode_one(buf: &[u8]) -> Option<(OwnedFrame, usize)> {
+    try_decode(buf).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One frame from the head of `buf`, `Ok(None)` if it is still incomplete.
 /// redis-protocol's RESP3 decoder reads RESP2's null bulk/array (`$-1`,
 /// `*-1`) as the start of a streamed aggregate and rejects it, so on error
-/// the RESP2 decoder gets a turn; only if both reject the bytes do we panic.
-fn decode_one(buf: &[u8]) -> Option<(OwnedFrame, usize)> {
+/// the RESP2 decoder gets a turn; only if both reject the bytes is it an error.
+pub fn try_decode(buf: &[u8]) -> Result<Option<(OwnedFrame, usize)>, String> {
     let resp3_err = match resp3::decode::complete::decode(buf) {
-        Ok(found) => return found,
+        Ok(found) => return Ok(found),
         Err(e) => e,
     };
     match resp2::decode::decode(buf) {
-        Ok(found) => found.map(|(frame, used)| (from_resp2(frame), used)),
-        Err(e) => panic!(
+        Ok(found) => Ok(found.map(|(frame, used)| (from_resp2(frame), used))),
+        Err(e) => Err(format!(
             "undecodable reply: {resp3_err:?} / {e:?} ({:?})",
-            String::from_utf8_lossy(buf)
-        ),
+            String::from_utf8_lossy(&buf[..buf.len().min(200)])
+        )),
     }
 }
 
