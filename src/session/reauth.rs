@@ -1,0 +1,458 @@
+//! Keeping an IAM session authenticated past the server's session-age
+//! limit (invariant 3): in place at a safe point, or by moving the session
+//! to a fresh connection (make before break) when no safe point can come.
+//! Also the proxy's own AUTH after RESET, which shares the bookkeeping.
+
+use std::{
+    io,
+    time::{Duration, Instant},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, info, warn};
+
+use super::{
+    ledger::{Pending, ProxyAuth},
+    open::{open, record_attempt},
+    reserve, End, Relay, HIGH_WATER,
+};
+use crate::{
+    auth::{self, Method},
+    error::{Error, Kind},
+    resp::{self, reply, Scanner, Side},
+    upstream::Stream,
+};
+
+/// Why the proxy sent an AUTH of its own on a live session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// RESET de-authenticated the connection.
+    AfterReset,
+    /// The session nears the server's session-age limit.
+    Refresh,
+}
+
+/// A proxy AUTH whose reply is still to come (in ledger order).
+#[derive(Debug)]
+pub(super) struct InFlight {
+    purpose: Purpose,
+    method: Method,
+    user: String,
+    sent: Instant,
+}
+
+impl Relay {
+    /// Queues the proxy's own AUTH; its reply is consumed (ledger order).
+    pub(super) fn send_proxy_auth(&mut self, purpose: Purpose, identity: &auth::Identity) {
+        let mut out = BytesMut::new();
+        resp::encode_command(&mut out, &identity.auth_command());
+        self.to_up.push(out.freeze());
+        self.ledger.push(Pending::ProxyAuth);
+        self.proxy_auths.push_back(InFlight {
+            purpose,
+            method: identity.method,
+            user: identity.user_name().to_string(),
+            sent: Instant::now(),
+        });
+    }
+
+    /// Schedules the next re-authentication of an IAM session.
+    pub(super) fn schedule_reauth(&mut self) {
+        self.reauth_due = false;
+        self.reauth_at = (self.method == Method::Iam).then(|| {
+            let after = self.ctx.limits.reauth_after;
+            // Up to 5% later, so a fleet's sessions do not all re-auth at once.
+            self.authed_at + after + after.mul_f64(0.05 * auth::refresher::jitter())
+        });
+    }
+
+    /// Whether new client commands wait: a re-auth is due and only the
+    /// outstanding replies stand between the session and a safe point. (In
+    /// MULTI, or with replies off, the client must go on to get there.)
+    pub(super) fn holding_for_reauth(&self) -> bool {
+        self.reauth_due && self.ledger.state().quiet()
+    }
+
+    /// Sends the due re-authentication if this is a safe point (invariant 3):
+    /// no reply outstanding, no command half-sent, a quiet state.
+    pub(super) fn try_reauth(&mut self) {
+        if !self.reauth_due
+            || !self.ledger.is_empty()
+            || !self.ledger.state().quiet()
+            || self.cstream
+            || self.ustream
+            || self.closing.is_some()
+            || self.close_when_settled.is_some()
+        {
+            return;
+        }
+        let fallback = self.ctx.auth.mode() == crate::config::AuthMode::IamWithPasswordFallback;
+        let identity = if self.reauth_with_password {
+            self.ctx.auth.current(Method::Password)
+        } else {
+            match self.ctx.auth.current(Method::Iam) {
+                Err(e) if fallback => {
+                    debug!(detail = %e.detail, "no IAM token to re-authenticate; using the password");
+                    self.ctx.auth.current(Method::Password)
+                }
+                other => other,
+            }
+        };
+        match identity {
+            Ok(identity) => {
+                // Commands still in the buffer go after the AUTH.
+                self.send_proxy_auth(Purpose::Refresh, &identity);
+                self.reauth_due = false;
+                // The ledger must expect the AUTH's reply before it comes.
+                self.settle();
+            }
+            Err(e) => {
+                warn!(conn = self.conn.id, kind = e.kind.as_str(), detail = %e.detail, "cannot re-authenticate: no identity; retrying");
+                self.retry_reauth();
+            }
+        }
+    }
+
+    /// Whether the due re-authentication needs a fresh connection: a RESP2
+    /// subscriber or a MONITOR session never reaches a safe point.
+    pub(super) fn wants_migration(&self) -> bool {
+        let st = self.ledger.state();
+        self.reauth_due
+            && (st.monitor || (st.proto == 2 && !st.subs.is_empty()))
+            && !st.multi
+            && self.ledger.is_empty()
+            && !self.cstream
+            && !self.ustream
+            && self.to_up.queue.is_empty()
+            && self.closing.is_none()
+            && self.close_when_settled.is_none()
+    }
+
+    /// Moves the session to a fresh authenticated connection, make before
+    /// break: the new connection subscribes (or starts MONITOR) while the old
+    /// one keeps relaying; then the old one unsubscribes, its last messages
+    /// are relayed, and the client switches over. No message published
+    /// during the switch is lost; one published in the overlap may arrive
+    /// twice (counted). Client commands wait meanwhile. `Ok(None)`: the old
+    /// connection stays (the new one failed; retried later).
+    pub(super) async fn migrate<W: AsyncWrite + Unpin>(
+        &mut self,
+        ur: &mut tokio::io::ReadHalf<Stream>,
+        uw: &mut tokio::io::WriteHalf<Stream>,
+        cw: &mut W,
+    ) -> Result<Option<(tokio::io::ReadHalf<Stream>, tokio::io::WriteHalf<Stream>)>, End> {
+        self.reauth_due = false;
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now()
+            + self.ctx.limits.max_session_age.min(Duration::from_secs(30));
+        let st = self.ledger.state().clone();
+        let mut old_open = true;
+
+        // 1. A new authenticated connection, while the old one relays.
+        let (ctx, conn) = (self.ctx.clone(), self.conn.clone());
+        let opening = async move {
+            let mut rest = BytesMut::new();
+            open(&ctx, &conn, &mut rest)
+                .await
+                .map(|(s, m)| (s, m, rest))
+        };
+        tokio::pin!(opening);
+        let (stream, method, mut nbuf) = loop {
+            tokio::select! {
+                r = &mut opening => match r {
+                    Ok(opened) => break opened,
+                    Err(e) => return Ok(self.migration_failed(&e.detail)),
+                },
+                r = self.to_client.write_to(cw), if self.to_client.busy() => r.map_err(End::ClientIo)?,
+                r = ur.read_buf(&mut self.ubuf), if old_open && self.to_client.len < HIGH_WATER => {
+                    old_open = self.old_read(r);
+                }
+            }
+        };
+        let (mut nr, mut nw) = tokio::io::split(stream);
+
+        // 2. Restore what the session had, swallowing the confirmations and
+        // holding messages that arrive before the switch.
+        let mut restore = BytesMut::new();
+        let mut expect = 0usize;
+        if st.monitor {
+            if st.proto == 3 {
+                resp::encode_command(&mut restore, &[&b"HELLO"[..], b"3"]);
+                expect += 1;
+            }
+            resp::encode_command(&mut restore, &[&b"MONITOR"[..]]);
+            expect += 1;
+        } else {
+            for (kind, set) in [
+                (resp::PubSub::Channel, &st.subs.channels),
+                (resp::PubSub::Pattern, &st.subs.patterns),
+                (resp::PubSub::Shard, &st.subs.shard),
+            ] {
+                if !set.is_empty() {
+                    let mut args: Vec<&[u8]> = vec![kind.command()];
+                    args.extend(set.iter().map(|c| c.as_ref()));
+                    resp::encode_command(&mut restore, &args);
+                    expect += set.len();
+                }
+            }
+        }
+        if let Err(e) = nw.write_all(&restore).await.and(nw.flush().await) {
+            return Ok(self.migration_failed(&format!("restore write: {e}")));
+        }
+        let mut nscan = Scanner::new(Side::Reply, self.ctx.limits.max_frame);
+        let mut npos = 0;
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut seen = 0;
+        loop {
+            // Frames already in the new connection's buffer.
+            loop {
+                let (n, done) = match nscan.advance(&nbuf[npos..]) {
+                    Ok(step) => step,
+                    Err(e) => return Ok(self.migration_failed(&e.0)),
+                };
+                npos += n;
+                if !done {
+                    break;
+                }
+                let frame = nbuf.split_to(npos).freeze();
+                npos = 0;
+                if seen < expect {
+                    if reply::is_error(&frame) {
+                        return Ok(self.migration_failed(&String::from_utf8_lossy(&frame)));
+                    }
+                    let word = reply::first_string(&frame).flatten();
+                    let confirmation = word
+                        .is_some_and(|w| matches!(w, b"subscribe" | b"psubscribe" | b"ssubscribe"));
+                    // MONITOR answers +OK; HELLO 3 a map.
+                    if confirmation || (st.monitor && !reply::is_monitor_line(&frame)) {
+                        seen += 1;
+                        continue;
+                    }
+                }
+                held.push(frame);
+            }
+            if seen == expect {
+                break;
+            }
+            reserve(&mut nbuf);
+            tokio::select! {
+                r = nr.read_buf(&mut nbuf) => match r {
+                    Ok(n) if n > 0 => {}
+                    Ok(_) => return Ok(self.migration_failed("the new connection closed")),
+                    Err(e) => return Ok(self.migration_failed(&e.to_string())),
+                },
+                r = self.to_client.write_to(cw), if self.to_client.busy() => r.map_err(End::ClientIo)?,
+                r = ur.read_buf(&mut self.ubuf), if old_open && self.to_client.len < HIGH_WATER => {
+                    old_open = self.old_read(r);
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Ok(self.migration_failed("timed out restoring subscriptions"));
+                }
+            }
+        }
+
+        // 3. Retire the old connection's subscriptions, relaying its last
+        // messages and swallowing the confirmations.
+        if old_open && !st.monitor {
+            let mut unsub = BytesMut::new();
+            let mut expect_old = 0usize;
+            for (kind, set) in [
+                (resp::PubSub::Channel, &st.subs.channels),
+                (resp::PubSub::Pattern, &st.subs.patterns),
+                (resp::PubSub::Shard, &st.subs.shard),
+            ] {
+                if !set.is_empty() {
+                    resp::encode_command(&mut unsub, &[kind.word(true)]);
+                    expect_old += set.len();
+                }
+            }
+            if uw.write_all(&unsub).await.and(uw.flush().await).is_ok() {
+                while expect_old > 0 {
+                    match self.old_frames(&mut expect_old) {
+                        Ok(()) if expect_old == 0 => break,
+                        Ok(()) => {}
+                        Err(_) => break,
+                    }
+                    reserve(&mut self.ubuf);
+                    tokio::select! {
+                        r = ur.read_buf(&mut self.ubuf) => match r {
+                            Ok(n) if n > 0 => {}
+                            _ => break,
+                        },
+                        r = self.to_client.write_to(cw), if self.to_client.busy() => r.map_err(End::ClientIo)?,
+                        () = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+            }
+        }
+
+        // 4. Switch: the new connection's held messages go out after the
+        // old one's, and the relay reads the new connection from here on.
+        self.forward_replies();
+        self.ctx
+            .metrics
+            .migration_overlap_messages
+            .inc_by(held.len() as u64);
+        for frame in held {
+            self.to_client.push(frame);
+        }
+        self.rep = nscan;
+        self.ubuf = nbuf;
+        self.ustart = 0;
+        self.upos = npos;
+        self.uroute = None;
+        self.authed_at = Instant::now();
+        self.method = method;
+        self.schedule_reauth();
+        self.ctx
+            .metrics
+            .migrations
+            .with_label_values(&["success"])
+            .inc();
+        info!(
+            conn = self.conn.id,
+            took_ms = started.elapsed().as_millis() as u64,
+            monitor = st.monitor,
+            subscriptions = expect,
+            "session moved to a fresh authenticated connection"
+        );
+        Ok(Some((nr, nw)))
+    }
+
+    /// Bytes read from the old connection during a migration, before its
+    /// retirement: relayed as usual. Returns whether it is still open.
+    fn old_read(&mut self, r: io::Result<usize>) -> bool {
+        match r {
+            Ok(n) if n > 0 => {
+                self.bytes_down.inc_by(n as u64);
+                if let Err(e) = self.on_upstream_bytes() {
+                    warn!(conn = self.conn.id, detail = %e.detail, "old connection failed during migration");
+                    return false;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Complete frames from the retiring connection: unsubscribe
+    /// confirmations are swallowed (counting down `expect`), messages relayed.
+    fn old_frames(&mut self, expect: &mut usize) -> Result<(), resp::Error> {
+        while self.upos < self.ubuf.len() {
+            let (n, done) = self.rep.advance(&self.ubuf[self.upos..])?;
+            self.upos += n;
+            if !done {
+                break;
+            }
+            let frame = &self.ubuf[self.ustart..self.upos];
+            let word = reply::first_string(frame).flatten();
+            if *expect > 0
+                && word.is_some_and(|w| {
+                    matches!(w, b"unsubscribe" | b"punsubscribe" | b"sunsubscribe")
+                })
+            {
+                *expect -= 1;
+                self.forward_replies();
+                self.ubuf.advance(self.upos);
+                self.upos = 0;
+            } else {
+                self.ustart = self.upos;
+            }
+        }
+        self.forward_replies();
+        Ok(())
+    }
+
+    /// A migration could not complete: keep the old connection, try again
+    /// later (the server closes it at its age limit otherwise).
+    fn migration_failed(
+        &mut self,
+        why: &str,
+    ) -> Option<(tokio::io::ReadHalf<Stream>, tokio::io::WriteHalf<Stream>)> {
+        warn!(
+            conn = self.conn.id,
+            reason = why,
+            "could not move the session to a fresh connection"
+        );
+        self.ctx
+            .metrics
+            .migrations
+            .with_label_values(&["failure"])
+            .inc();
+        self.retry_reauth();
+        None
+    }
+
+    /// After a failed re-authentication: try again halfway to the cut-off,
+    /// while there is time; then the server will close the session.
+    fn retry_reauth(&mut self) {
+        self.reauth_due = false;
+        let deadline = self.authed_at + self.ctx.limits.max_session_age;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left > Duration::from_secs(1) {
+            self.reauth_at = Some(Instant::now() + left / 2);
+        } else {
+            self.reauth_at = None;
+            warn!(
+                conn = self.conn.id,
+                "re-authentication failed; the server will close this session at its age limit"
+            );
+        }
+    }
+
+    /// The reply to one of the proxy's own AUTHs came: log and count it,
+    /// then act on it. A refused AUTH after RESET ends the session (the
+    /// connection is no longer authenticated); a refused re-authentication
+    /// does not (the connection keeps its identity until the server's cut).
+    pub(super) fn proxy_authenticated(&mut self, auth: ProxyAuth) -> Result<(), Error> {
+        let Some(sent) = self.proxy_auths.pop_front() else {
+            return Ok(());
+        };
+        let took = sent.sent.elapsed();
+        let result = match &auth {
+            ProxyAuth::Ok => Ok(took),
+            ProxyAuth::Rejected(reason) => Err(Error::upstream(Kind::AuthRejected, reason.clone())),
+        };
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        self.ctx.metrics.reauths.with_label_values(&[outcome]).inc();
+        let fallback = sent.method != self.method;
+        record_attempt(
+            &self.ctx,
+            &self.conn,
+            sent.method,
+            &sent.user,
+            &result,
+            took,
+            fallback,
+            true,
+        );
+        match (result, sent.purpose) {
+            (Ok(_), _) => {
+                // A successful AUTH restarts the server's session-age window.
+                self.authed_at = Instant::now();
+                self.method = sent.method;
+                self.reauth_with_password = false;
+                self.schedule_reauth();
+                Ok(())
+            }
+            (Err(e), Purpose::AfterReset) => Err(e),
+            (Err(_), Purpose::Refresh) => {
+                let fallback_mode =
+                    self.ctx.auth.mode() == crate::config::AuthMode::IamWithPasswordFallback;
+                if sent.method == Method::Iam && fallback_mode {
+                    self.ctx
+                        .metrics
+                        .auth_fallbacks
+                        .with_label_values(&["rejected"])
+                        .inc();
+                    self.reauth_with_password = true;
+                    self.reauth_due = true;
+                } else {
+                    self.retry_reauth();
+                }
+                Ok(())
+            }
+        }
+    }
+}
