@@ -790,6 +790,135 @@ mod tests {
         }
     }
 
+    /// Where an in-place re-authentication may happen (invariant 3), state
+    /// by state; the session also needs no reply outstanding.
+    #[test]
+    fn safe_points_as_a_table_of_states() {
+        let subscribed = || {
+            let mut s = Subs::default();
+            s.channels.insert(Bytes::from_static(b"ch"));
+            s
+        };
+        let cases: Vec<(&str, State, bool)> = vec![
+            ("fresh RESP2 connection", State::default(), true),
+            (
+                "inside MULTI",
+                State {
+                    multi: true,
+                    ..State::default()
+                },
+                false,
+            ),
+            (
+                "CLIENT REPLY OFF",
+                State {
+                    reply: ReplyMode::Off,
+                    ..State::default()
+                },
+                false,
+            ),
+            (
+                "CLIENT REPLY SKIP pending",
+                State {
+                    reply: ReplyMode::Skip,
+                    ..State::default()
+                },
+                false,
+            ),
+            (
+                "MONITOR",
+                State {
+                    monitor: true,
+                    ..State::default()
+                },
+                false,
+            ),
+            (
+                "RESP3 MONITOR",
+                State {
+                    monitor: true,
+                    proto: 3,
+                    ..State::default()
+                },
+                false,
+            ),
+            (
+                "RESP2 subscriber",
+                State {
+                    subs: subscribed(),
+                    ..State::default()
+                },
+                false,
+            ),
+            // RESP3 subscribers may run any command, AUTH included.
+            (
+                "RESP3 subscriber",
+                State {
+                    subs: subscribed(),
+                    proto: 3,
+                    ..State::default()
+                },
+                true,
+            ),
+            (
+                "RESP3",
+                State {
+                    proto: 3,
+                    ..State::default()
+                },
+                true,
+            ),
+        ];
+        for (name, state, quiet) in cases {
+            assert_eq!(state.quiet(), quiet, "{name}");
+        }
+    }
+
+    #[test]
+    fn state_follows_replies_exactly() {
+        // MULTI ends with EXEC even when EXEC fails, and with DISCARD.
+        let (_, l) = run(&[
+            P(Pending::Multi),
+            F(b"+OK\r\n"),
+            P(Pending::Plain),
+            F(b"-ERR unknown command\r\n"),
+            P(Pending::Exec),
+            F(b"-EXECABORT Transaction discarded because of previous errors.\r\n"),
+        ]);
+        assert!(!l.state().multi);
+        let (_, l) = run(&[
+            P(Pending::Multi),
+            F(b"+OK\r\n"),
+            P(Pending::Discard),
+            F(b"+OK\r\n"),
+        ]);
+        assert!(!l.state().multi);
+        // A refused HELLO 3 leaves RESP2; a refused MONITOR is not MONITOR.
+        let (_, l) = run(&[
+            P(Pending::Hello { proto: Some(3) }),
+            F(b"-NOPROTO unsupported protocol version\r\n"),
+            P(Pending::Monitor),
+            F(b"-NOPERM this user has no permissions\r\n"),
+        ]);
+        assert_eq!((l.state().proto, l.state().monitor), (2, false));
+        // Subscriptions are counted per kind, as confirmed.
+        let (_, l) = run(&[
+            P(sub(PubSub::Channel, false, 2)),
+            F(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"),
+            F(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n"),
+            P(sub(PubSub::Pattern, false, 1)),
+            F(b"*3\r\n$10\r\npsubscribe\r\n$2\r\nc*\r\n:3\r\n"),
+            P(sub(PubSub::Channel, true, 1)),
+            F(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:2\r\n"),
+        ]);
+        let subs = &l.state().subs;
+        assert_eq!(
+            (subs.channels.len(), subs.patterns.len(), subs.shard.len()),
+            (1, 1, 0)
+        );
+        assert!(!l.state().quiet());
+    }
+
     #[test]
     fn routing_waits_for_enough_bytes() {
         let mut l = Ledger::new();

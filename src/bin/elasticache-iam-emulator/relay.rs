@@ -175,7 +175,7 @@ impl Gate for Session<'_> {
                 self.deadline
                     .send_replace(Some(Instant::now() + cfg.max_session_age));
                 // Which credential signed, by position: key ids stay out of logs.
-                tracing::info!(%user, credential = index.0, "IAM AUTH accepted");
+                tracing::debug!(%user, credential = index.0, "IAM AUTH accepted");
                 Rewrite::Password(cfg.backend_password.expose().as_bytes().to_vec())
             }
             Err(reject) => {
