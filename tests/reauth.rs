@@ -1365,3 +1365,50 @@ fn must<T>(r: Result<T, Fail>) -> T {
         Err(f) => panic!("{}", f.msg),
     }
 }
+
+/// A client that turns replies off never gives the proxy a safe point, so
+/// near the deadline its session moves to a fresh connection with the same
+/// database and replies still off. Writes sent with replies off are never
+/// overtaken across the switch, and nothing is answered that should not be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_off_session_moves_before_the_cut_keeping_its_database() {
+    let stack = Stack::start(MAX_AGE, "2s").await;
+    let mut c = common::Resp::connect(stack.proxy.addr).await;
+    assert_eq!(common::text(&c.cmd(&[b"SELECT", b"3"]).await), "+OK");
+    c.send(&[b"CLIENT", b"REPLY", b"OFF"]).await;
+    // Writes with replies off across two session ages (0.3 s apart).
+    let started = Instant::now();
+    let mut n = 0u32;
+    while started.elapsed() < Duration::from_secs(9) {
+        n += 1;
+        c.send(&[b"SET", b"off-counter", n.to_string().as_bytes()])
+            .await;
+        sleep(Duration::from_millis(300)).await;
+    }
+    // Replies on again: the last write is there, in database 3.
+    assert_eq!(
+        common::text(&c.cmd(&[b"CLIENT", b"REPLY", b"ON"]).await),
+        "+OK"
+    );
+    assert_eq!(
+        common::text(&c.cmd(&[b"GET", b"off-counter"]).await),
+        format!("${n}")
+    );
+    let info = common::text(&c.cmd(&[b"CLIENT", b"INFO"]).await);
+    assert!(info.contains(" db=3 "), "{info}");
+    assert_eq!(stack.emulator.stat("sessions_expired_total"), 0);
+    let moved = stack
+        .metric("session_migrations_total{outcome=\"success\"}")
+        .await;
+    let reauths = stack
+        .metric("reauthentications_total{outcome=\"success\"}")
+        .await;
+    let failed = stack
+        .metric("session_migrations_total{outcome=\"failure\"}")
+        .await;
+    let iam_ok = stack.emulator.stat("iam_auth_success_total");
+    assert!(
+        moved >= 2.0,
+        "moved {moved} times in 9 s with a 4 s session age (failed {failed}, in-place {reauths}, emulator IAM ok {iam_ok})"
+    );
+}

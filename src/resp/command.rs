@@ -52,6 +52,10 @@ pub enum Class {
     Client,
     /// `CLIENT REPLY ON|OFF|SKIP`.
     ClientReply(ReplyMode),
+    /// `SELECT ...`: the database matters when a session moves; needs the argument.
+    Select,
+    /// `SELECT <db>`.
+    SelectDb(u32),
     /// `RESET`: de-authenticates the upstream connection.
     Reset,
     /// A (un)subscribe command naming `channels` channels (0: all, for unsubscribe).
@@ -71,7 +75,10 @@ impl Class {
     /// Whether the session must see the whole command before acting on it
     /// (it rewrites or drops it); every other command streams through.
     pub fn needs_args(self) -> bool {
-        matches!(self, Class::Auth | Class::Hello | Class::Client)
+        matches!(
+            self,
+            Class::Auth | Class::Hello | Class::Client | Class::Select
+        )
     }
 }
 
@@ -109,6 +116,8 @@ pub fn classify(name: &[u8], argc: u64) -> Class {
         sub(PubSub::Shard, true)
     } else if is("monitor") {
         Class::Monitor
+    } else if is("select") {
+        Class::Select
     } else if is("multi") {
         Class::Multi
     } else if is("exec") {
@@ -136,6 +145,17 @@ pub fn classify_client(args: &[&[u8]]) -> Class {
                 Class::Plain
             }
         }
+        _ => Class::Plain,
+    }
+}
+
+/// Refines `SELECT ...` given all its arguments (name included).
+pub fn classify_select(args: &[&[u8]]) -> Class {
+    match args {
+        [_, db] => std::str::from_utf8(db)
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .map_or(Class::Plain, Class::SelectDb),
         _ => Class::Plain,
     }
 }

@@ -23,6 +23,8 @@ pub enum Pending {
         proto: Option<u8>,
     },
     ClientReply(ReplyMode),
+    /// `SELECT <db>`; switches the database on success.
+    Select(u32),
     Reset,
     Sub {
         kind: PubSub,
@@ -52,7 +54,8 @@ pub enum Pending {
 impl From<Class> for Pending {
     fn from(class: Class) -> Self {
         match class {
-            Class::Plain | Class::Client => Pending::Plain,
+            Class::Plain | Class::Client | Class::Select => Pending::Plain,
+            Class::SelectDb(db) => Pending::Select(db),
             Class::Auth => Pending::Local {
                 answer: Answer::Auth,
                 standin: false,
@@ -124,6 +127,8 @@ pub struct State {
     pub multi: bool,
     pub monitor: bool,
     pub subs: Subs,
+    /// The selected database.
+    pub db: u32,
 }
 
 impl Default for State {
@@ -134,6 +139,7 @@ impl Default for State {
             multi: false,
             monitor: false,
             subs: Subs::default(),
+            db: 0,
         }
     }
 }
@@ -270,6 +276,7 @@ impl State {
             Pending::Hello { proto: Some(v) } if ok => self.proto = *v,
             Pending::Reset => *self = State::default(),
             Pending::Monitor if ok => self.monitor = true,
+            Pending::Select(db) if ok => self.db = *db,
             Pending::Multi if ok => self.multi = true,
             Pending::Exec | Pending::Discard => self.multi = false,
             _ => {}

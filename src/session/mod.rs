@@ -198,6 +198,8 @@ struct Relay {
     reauth_at: Option<Instant>,
     /// A re-authentication is due: sent at the next safe point.
     reauth_due: bool,
+    /// The deadline before the server's cut passed without a safe point.
+    reauth_deadline_passed: bool,
     /// The next re-authentication uses the password (IAM was refused).
     reauth_with_password: bool,
     bytes_up: prometheus::IntCounter,
@@ -249,6 +251,7 @@ impl Relay {
             proxy_auths: VecDeque::new(),
             reauth_at: None,
             reauth_due: false,
+            reauth_deadline_passed: false,
             reauth_with_password: false,
             bytes_up,
             bytes_down,
@@ -395,9 +398,8 @@ impl Relay {
                 }
                 () = &mut idle_sleep, if idle_armed => break End::Idle,
                 () = &mut reauth_sleep, if reauth_armed_for.is_some() => {
-                    self.reauth_at = None;
                     reauth_armed_for = None;
-                    self.reauth_due = true;
+                    self.reauth_timer_fired();
                 }
                 () = &mut close_sleep, if close_armed => {
                     break self.closing.take().unwrap_or(End::ClientClosed);
@@ -551,10 +553,10 @@ impl Relay {
                 }
             },
             _ => {
-                let class = if class == Class::Client {
-                    command::classify_client(&refs)
-                } else {
-                    class
+                let class = match class {
+                    Class::Client => command::classify_client(&refs),
+                    Class::Select => command::classify_select(&refs),
+                    other => other,
                 };
                 match frame {
                     Some(frame) => self.to_up.push(frame),

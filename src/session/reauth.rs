@@ -20,7 +20,7 @@ use super::{
 use crate::{
     auth::{self, Method},
     error::{Error, Kind},
-    resp::{self, reply, Scanner, Side},
+    resp::{self, reply, ReplyMode, Scanner, Side},
     upstream::Stream,
 };
 
@@ -60,11 +60,33 @@ impl Relay {
     /// Schedules the next re-authentication of an IAM session.
     pub(super) fn schedule_reauth(&mut self) {
         self.reauth_due = false;
+        self.reauth_deadline_passed = false;
         self.reauth_at = (self.method == Method::Iam).then(|| {
             let after = self.ctx.limits.reauth_after;
             // Up to 5% later, so a fleet's sessions do not all re-auth at once.
             self.authed_at + after + after.mul_f64(0.05 * auth::refresher::jitter())
         });
+    }
+
+    /// The re-auth timer fired. The first time, a re-auth becomes due and
+    /// the timer is re-armed for the deadline, shortly before the server's
+    /// cut (1/48 of the session age, at least 1 s); the second time, a
+    /// session that found no safe point by then may move to a fresh
+    /// connection.
+    pub(super) fn reauth_timer_fired(&mut self) {
+        self.reauth_at = None;
+        if self.reauth_due {
+            self.reauth_deadline_passed = true;
+            return;
+        }
+        self.reauth_due = true;
+        let age = self.ctx.limits.max_session_age;
+        let deadline = self.authed_at + age.saturating_sub((age / 48).max(Duration::from_secs(1)));
+        if deadline > Instant::now() {
+            self.reauth_at = Some(deadline);
+        } else {
+            self.reauth_deadline_passed = true;
+        }
     }
 
     /// Whether new client commands wait: a re-auth is due and only the
@@ -118,8 +140,11 @@ impl Relay {
     /// subscriber or a MONITOR session never reaches a safe point.
     pub(super) fn wants_migration(&self) -> bool {
         let st = self.ledger.state();
+        // Near the deadline a session with replies off moves too: its
+        // replies never come back on to make a safe point.
+        let stuck = self.reauth_deadline_passed && st.reply == ReplyMode::Off;
         self.reauth_due
-            && (st.monitor || (st.proto == 2 && !st.subs.is_empty()))
+            && (st.monitor || (st.proto == 2 && !st.subs.is_empty()) || stuck)
             && !st.multi
             && self.ledger.is_empty()
             && !self.cstream
@@ -176,11 +201,16 @@ impl Relay {
         // holding messages that arrive before the switch.
         let mut restore = BytesMut::new();
         let mut expect = 0usize;
+        if st.proto == 3 {
+            resp::encode_command(&mut restore, &[&b"HELLO"[..], b"3"]);
+            expect += 1;
+        }
+        if st.db != 0 {
+            let db = st.db.to_string();
+            resp::encode_command(&mut restore, &[&b"SELECT"[..], db.as_bytes()]);
+            expect += 1;
+        }
         if st.monitor {
-            if st.proto == 3 {
-                resp::encode_command(&mut restore, &[&b"HELLO"[..], b"3"]);
-                expect += 1;
-            }
             resp::encode_command(&mut restore, &[&b"MONITOR"[..]]);
             expect += 1;
         } else {
@@ -196,6 +226,10 @@ impl Relay {
                     expect += set.len();
                 }
             }
+        }
+        if st.reply == ReplyMode::Off {
+            // Last, and unanswered: from here the server sends no replies.
+            resp::encode_command(&mut restore, &[&b"CLIENT"[..], b"REPLY", b"OFF"]);
         }
         if let Err(e) = nw.write_all(&restore).await.and(nw.flush().await) {
             return Ok(self.migration_failed(&format!("restore write: {e}")));
@@ -221,11 +255,17 @@ impl Relay {
                     if reply::is_error(&frame) {
                         return Ok(self.migration_failed(&String::from_utf8_lossy(&frame)));
                     }
+                    // Replies to the restore commands, in order: HELLO's map,
+                    // SELECT's and MONITOR's +OK, subscribe confirmations.
+                    // Messages, pushes and MONITOR lines are the client's.
                     let word = reply::first_string(&frame).flatten();
-                    let confirmation = word
-                        .is_some_and(|w| matches!(w, b"subscribe" | b"psubscribe" | b"ssubscribe"));
-                    // MONITOR answers +OK; HELLO 3 a map.
-                    if confirmation || (st.monitor && !reply::is_monitor_line(&frame)) {
+                    let message = word.is_some_and(reply::is_message_word)
+                        || reply::is_monitor_line(&frame)
+                        || (reply::is_push(&frame)
+                            && !word.is_some_and(|w| {
+                                matches!(w, b"subscribe" | b"psubscribe" | b"ssubscribe")
+                            }));
+                    if !message {
                         seen += 1;
                         continue;
                     }
@@ -253,10 +293,19 @@ impl Relay {
         }
 
         // 3. Retire the old connection's subscriptions, relaying its last
-        // messages and swallowing the confirmations.
+        // messages and swallowing the confirmations. Without subscriptions
+        // (replies off), a barrier instead: once PING is answered, every
+        // command sent there has run, so none can be overtaken by a later
+        // one on the new connection.
         if old_open && !st.monitor {
             let mut unsub = BytesMut::new();
             let mut expect_old = 0usize;
+            let barrier = st.subs.is_empty();
+            if barrier {
+                resp::encode_command(&mut unsub, &[&b"CLIENT"[..], b"REPLY", b"ON"]);
+                resp::encode_command(&mut unsub, &[&b"PING"[..]]);
+                expect_old = 2;
+            }
             for (kind, set) in [
                 (resp::PubSub::Channel, &st.subs.channels),
                 (resp::PubSub::Pattern, &st.subs.patterns),
@@ -269,7 +318,7 @@ impl Relay {
             }
             if uw.write_all(&unsub).await.and(uw.flush().await).is_ok() {
                 while expect_old > 0 {
-                    match self.old_frames(&mut expect_old) {
+                    match self.old_frames(&mut expect_old, barrier) {
                         Ok(()) if expect_old == 0 => break,
                         Ok(()) => {}
                         Err(_) => break,
@@ -337,8 +386,9 @@ impl Relay {
     }
 
     /// Complete frames from the retiring connection: unsubscribe
-    /// confirmations are swallowed (counting down `expect`), messages relayed.
-    fn old_frames(&mut self, expect: &mut usize) -> Result<(), resp::Error> {
+    /// confirmations (or, for a `barrier`, the replies to CLIENT REPLY ON
+    /// and PING) are swallowed, counting down `expect`; messages relayed.
+    fn old_frames(&mut self, expect: &mut usize, barrier: bool) -> Result<(), resp::Error> {
         while self.upos < self.ubuf.len() {
             let (n, done) = self.rep.advance(&self.ubuf[self.upos..])?;
             self.upos += n;
@@ -347,11 +397,14 @@ impl Relay {
             }
             let frame = &self.ubuf[self.ustart..self.upos];
             let word = reply::first_string(frame).flatten();
-            if *expect > 0
-                && word.is_some_and(|w| {
+            let ours = if barrier {
+                !reply::is_push(frame)
+            } else {
+                word.is_some_and(|w| {
                     matches!(w, b"unsubscribe" | b"punsubscribe" | b"sunsubscribe")
                 })
-            {
+            };
+            if *expect > 0 && ours {
                 *expect -= 1;
                 self.forward_replies();
                 self.ubuf.advance(self.upos);
