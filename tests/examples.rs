@@ -1,0 +1,46 @@
+//! The deployment examples under docker/ pass the proxy flags it really
+//! accepts: each is parsed by the real CLI and loaded by the real config.
+
+use clap::Parser;
+use elasticache_auth_proxy::{cli::Cli, config::Config};
+
+fn loads(source: &str, args: &[String]) {
+    let argv = std::iter::once("elasticache-auth-proxy".to_string()).chain(args.iter().cloned());
+    let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{source}: {e}"));
+    Config::load(cli.args, &|_| None).unwrap_or_else(|e| panic!("{source}: {e}"));
+}
+
+#[test]
+fn ecs_task_definition_flags_are_valid() {
+    let text = include_str!("../docker/ecs-task-definition.json");
+    let task: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+    let proxy = task["containerDefinitions"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == "elasticache-auth-proxy")
+        .expect("the proxy container");
+    let args: Vec<String> = proxy["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .map(|a| a.as_str().expect("string").to_string())
+        .collect();
+    assert!(args.iter().any(|a| a.starts_with("--iam-user=")));
+    loads("ecs-task-definition.json", &args);
+}
+
+#[test]
+fn kubernetes_sidecar_flags_are_valid() {
+    let text = include_str!("../docker/kubernetes-sidecar.yaml");
+    // The proxy's args: the `- --flag=value` items of its container.
+    let args: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("- --"))
+        .map(|a| format!("--{a}"))
+        .collect();
+    assert!(args.len() >= 5, "{args:?}");
+    assert!(args.iter().any(|a| a == "--admin-listen=0.0.0.0:9090"));
+    loads("kubernetes-sidecar.yaml", &args);
+}
