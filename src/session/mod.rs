@@ -200,6 +200,8 @@ struct Relay {
     reauth_due: bool,
     /// The deadline before the server's cut passed without a safe point.
     reauth_deadline_passed: bool,
+    /// When the current (or last) hold of client commands for a re-auth began.
+    hold_since: Option<Instant>,
     /// The next re-authentication uses the password (IAM was refused).
     reauth_with_password: bool,
     bytes_up: prometheus::IntCounter,
@@ -252,6 +254,7 @@ impl Relay {
             reauth_at: None,
             reauth_due: false,
             reauth_deadline_passed: false,
+            hold_since: None,
             reauth_with_password: false,
             bytes_up,
             bytes_down,
@@ -302,6 +305,8 @@ impl Relay {
         let reauth_sleep = tokio::time::sleep(Duration::MAX / 4);
         tokio::pin!(reauth_sleep);
         let mut reauth_armed_for: Option<Instant> = None;
+        let hold_sleep = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(hold_sleep);
         if !self.ubuf.is_empty() {
             if let Err(e) = self.on_upstream_bytes() {
                 self.fail(e);
@@ -343,6 +348,10 @@ impl Relay {
                 if let Some(at) = self.reauth_at {
                     reauth_sleep.as_mut().reset(at.into());
                 }
+            }
+            let hold_ends = self.hold_ends();
+            if let Some(at) = hold_ends {
+                hold_sleep.as_mut().reset(at.into());
             }
             let read_client = self.closing.is_none()
                 && !self.client_eof
@@ -397,6 +406,8 @@ impl Relay {
                     }
                 }
                 () = &mut idle_sleep, if idle_armed => break End::Idle,
+                // The hold window closed: client commands flow again.
+                () = &mut hold_sleep, if hold_ends.is_some() => {}
                 () = &mut reauth_sleep, if reauth_armed_for.is_some() => {
                     reauth_armed_for = None;
                     self.reauth_timer_fired();

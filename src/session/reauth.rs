@@ -12,6 +12,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
+/// The longest new client commands wait at a time for a safe point.
+const HOLD: Duration = Duration::from_secs(1);
+
 use super::{
     ledger::{Pending, ProxyAuth},
     open::{open, record_attempt},
@@ -92,13 +95,37 @@ impl Relay {
     /// Whether new client commands wait: a re-auth is due and only the
     /// outstanding replies stand between the session and a safe point. (In
     /// MULTI, or with replies off, the client must go on to get there.)
+    /// Bounded: at most `HOLD` at a time, then `HOLD` of free flow (a
+    /// blocking command may keep replies outstanding for long).
     pub(super) fn holding_for_reauth(&self) -> bool {
-        self.reauth_due && self.ledger.state().quiet()
+        self.reauth_due
+            && self.ledger.state().quiet()
+            && self.hold_since.is_some_and(|t| t.elapsed() < HOLD)
+    }
+
+    /// When the current hold window ends, if one is open (to wake the relay).
+    pub(super) fn hold_ends(&self) -> Option<Instant> {
+        self.hold_since
+            .map(|t| t + HOLD)
+            .filter(|_| self.holding_for_reauth())
+    }
+
+    /// Opens a hold window when a re-auth is due and the last window (if
+    /// any) ended at least `HOLD` ago.
+    fn update_hold(&mut self) {
+        if !self.reauth_due {
+            self.hold_since = None;
+        } else if self.ledger.state().quiet()
+            && self.hold_since.is_none_or(|t| t.elapsed() >= 2 * HOLD)
+        {
+            self.hold_since = Some(Instant::now());
+        }
     }
 
     /// Sends the due re-authentication if this is a safe point (invariant 3):
     /// no reply outstanding, no command half-sent, a quiet state.
     pub(super) fn try_reauth(&mut self) {
+        self.update_hold();
         if !self.reauth_due
             || !self.ledger.is_empty()
             || !self.ledger.state().quiet()
