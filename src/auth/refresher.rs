@@ -92,7 +92,6 @@ pub struct Current {
 pub struct Stats {
     pub signatures: AtomicU64,
     pub credential_fetches: AtomicU64,
-    pub failures: AtomicU64,
 }
 
 /// Starts the refresher; the returned receiver always holds the latest state.
@@ -172,7 +171,7 @@ async fn run(
                     .token_refreshes
                     .with_label_values(&["failure"])
                     .inc();
-                stats.failures.fetch_add(1, Ordering::Relaxed);
+
                 let wait = backoff(failures, jitter());
                 warn!(%reason, retry_in = ?wait, failures, "IAM token refresh failed");
                 // Keep a token that is still valid: a brief credentials

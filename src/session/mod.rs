@@ -91,8 +91,19 @@ pub struct Conn {
     pub peer: String,
 }
 
-/// Decrements a gauge when dropped, however the session ends.
+/// Counts the session in `upstream_connections_active{method}` while it
+/// lives; dropped (session end, or a change of method) it uncounts it.
 struct Live(prometheus::IntGauge);
+
+impl Live {
+    fn new(metrics: &crate::metrics::Metrics, method: Method) -> Live {
+        let gauge = metrics
+            .upstream_connections_active
+            .with_label_values(&[method.as_str()]);
+        gauge.inc();
+        Live(gauge)
+    }
+}
 
 impl Drop for Live {
     fn drop(&mut self) {
@@ -121,12 +132,6 @@ where
             return End::Upstream(e);
         }
     };
-    let live = ctx
-        .metrics
-        .upstream_connections_active
-        .with_label_values(&[method.as_str()]);
-    live.inc();
-    let _live = Live(live);
     let mut relay = Relay::new(ctx, pending, method, conn);
     relay.run(client, upstream).await
 }
@@ -207,7 +212,9 @@ struct Relay {
     bytes_up: prometheus::IntCounter,
     bytes_down: prometheus::IntCounter,
     /// How this connection authenticated; RESET and HELLO re-use it.
+    /// Changed only through `set_method`, which keeps `live` in step.
     method: Method,
+    live: Live,
     ledger: Ledger,
     // Client → upstream. `cbuf[..cstart]` holds complete commands to forward,
     // `cbuf[cstart..cpos]` the scanned part of the command in progress.
@@ -246,6 +253,7 @@ impl Relay {
         let upos = 0;
         let bytes_up = ctx.metrics.bytes.with_label_values(&["to_upstream"]);
         let bytes_down = ctx.metrics.bytes.with_label_values(&["to_client"]);
+        let live = Live::new(&ctx.metrics, method);
         Relay {
             ctx,
             conn,
@@ -258,7 +266,9 @@ impl Relay {
             reauth_with_password: false,
             bytes_up,
             bytes_down,
+
             method,
+            live,
             ledger: Ledger::new(),
             req: Scanner::new(Side::Request, max),
             cbuf: BytesMut::with_capacity(READ_CHUNK),

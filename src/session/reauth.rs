@@ -18,7 +18,7 @@ const HOLD: Duration = Duration::from_secs(1);
 use super::{
     ledger::{Pending, ProxyAuth},
     open::{open, record_attempt},
-    reserve, End, Relay, HIGH_WATER,
+    reserve, End, Live, Relay, HIGH_WATER,
 };
 use crate::{
     auth::{self, Method},
@@ -46,6 +46,14 @@ pub(super) struct InFlight {
 }
 
 impl Relay {
+    /// The connection now authenticates with `method`; its gauge follows.
+    fn set_method(&mut self, method: Method) {
+        if method != self.method {
+            self.method = method;
+            self.live = Live::new(&self.ctx.metrics, method);
+        }
+    }
+
     /// Queues the proxy's own AUTH; its reply is consumed (ledger order).
     pub(super) fn send_proxy_auth(&mut self, purpose: Purpose, identity: &auth::Identity) {
         let mut out = BytesMut::new();
@@ -379,7 +387,7 @@ impl Relay {
         self.upos = npos;
         self.uroute = None;
         self.authed_at = Instant::now();
-        self.method = method;
+        self.set_method(method);
         self.schedule_reauth();
         self.ctx
             .metrics
@@ -511,7 +519,7 @@ impl Relay {
             (Ok(_), _) => {
                 // A successful AUTH restarts the server's session-age window.
                 self.authed_at = Instant::now();
-                self.method = sent.method;
+                self.set_method(sent.method);
                 self.reauth_with_password = false;
                 self.schedule_reauth();
                 Ok(())
