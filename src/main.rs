@@ -1,5 +1,6 @@
 //! The binary: CLI → config → logging → run → exit code.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -41,7 +42,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging(&cfg);
+    init_logging(
+        &cfg,
+        config::log_colour(std::io::stderr().is_terminal(), &env),
+    );
     for warning in &cfg.warnings {
         tracing::warn!("{warning}");
     }
@@ -117,7 +121,8 @@ fn token(args: TokenArgs) -> ExitCode {
     }
 }
 
-fn init_logging(cfg: &config::Config) {
+/// Logs to stderr in the configured format; `colour` only for text on a terminal.
+fn init_logging(cfg: &config::Config, colour: bool) {
     use tracing_subscriber::{
         filter::{FilterExt, LevelFilter, Targets},
         layer::SubscriberExt,
@@ -141,7 +146,9 @@ fn init_logging(cfg: &config::Config) {
         .with_target("hyper_util", LevelFilter::INFO)
         .with_target("h2", LevelFilter::INFO);
     let filter = filter.and(secrets);
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     match cfg.log_format {
         config::LogFormat::Json => tracing_subscriber::registry()
             .with(

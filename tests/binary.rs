@@ -258,6 +258,88 @@ fn unknown_key_in_the_config_file_exits_64_naming_it_but_not_its_value() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
+// ---- startup failures that are not configuration ----
+
+/// A port some other socket holds, so the proxy's bind fails at once.
+fn held_port() -> (std::net::TcpListener, String) {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = held.local_addr().expect("local_addr").to_string();
+    (held, addr)
+}
+
+/// Flags that pass validation and log (a no-tls warning) before the
+/// listener on `listen` fails to bind.
+fn bind_failure_args(listen: &str) -> Vec<String> {
+    [
+        "--listen",
+        listen,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "localhost:1",
+        "--no-tls",
+        "--password-env",
+        PASSWORD_VAR,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn port_in_use_exits_1_and_a_log_file_gets_no_colour_codes() {
+    let (_held, addr) = held_port();
+    let args = bind_failure_args(&addr);
+    let (status, stderr) = run(&strs(&args), &[(PASSWORD_VAR, PASSWORD)]);
+    // Not a configuration error: the same flags work once the port is free.
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(stderr.contains("no-tls"), "{stderr}");
+    // stderr is a file here, as under systemd, Docker or Kubernetes.
+    assert!(
+        !stderr.contains("\x1b["),
+        "colour codes in a log file: {stderr:?}"
+    );
+}
+
+/// Runs the binary with stderr (and stdout) on a pseudo-terminal, via
+/// util-linux `script`; returns what the terminal showed.
+fn run_on_a_terminal(args: &[String], env: &[(&str, &str)]) -> String {
+    let cmd = std::iter::once(BIN.to_string())
+        .chain(args.iter().cloned())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script(1) from util-linux");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(shown.contains("cannot listen on"), "{shown}");
+    shown
+}
+
+#[test]
+fn a_terminal_gets_colour_unless_no_color_is_set() {
+    let (_held, addr) = held_port();
+    let args = bind_failure_args(&addr);
+    let pw = (PASSWORD_VAR, PASSWORD);
+    let coloured = run_on_a_terminal(&args, &[pw]);
+    assert!(
+        coloured.contains("\x1b["),
+        "no colour on a terminal: {coloured:?}"
+    );
+    for no_color in ["1", "true", "0"] {
+        // Any non-empty value disables colour (https://no-color.org).
+        let plain = run_on_a_terminal(&args, &[pw, ("NO_COLOR", no_color)]);
+        assert!(!plain.contains("\x1b["), "NO_COLOR={no_color}: {plain:?}");
+    }
+    let empty = run_on_a_terminal(&args, &[pw, ("NO_COLOR", "")]);
+    assert!(empty.contains("\x1b["), "NO_COLOR= (empty): {empty:?}");
+}
+
 // ---- --help ----
 
 /// Keys of `config/example.toml`: the commented-out `# key = value` lines.

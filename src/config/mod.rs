@@ -316,6 +316,12 @@ impl Config {
     }
 }
 
+/// Whether text logs get ANSI colours: only when stderr is a terminal (never in a file, pipe
+/// or container log), and never with `NO_COLOR` set to anything non-empty (<https://no-color.org>).
+pub fn log_colour(stderr_is_terminal: bool, env: &dyn Fn(&str) -> Option<String>) -> bool {
+    stderr_is_terminal && env("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Parses the config file into one layer; `config` itself is not allowed inside it.
 fn read_file(path: &Path) -> Result<Args, Error> {
     let setting = Setting("config");

@@ -341,3 +341,25 @@ fn reauth_after_defaults_below_the_session_age() {
     let err = load(&["--max-session-age", "4s", "--reauth-after", "4s"]).unwrap_err();
     assert!(err.to_string().contains("--reauth-after"), "{err}");
 }
+
+#[test]
+fn log_colour_only_on_a_terminal_without_no_color() {
+    let cases: &[(bool, Option<&str>, bool)] = &[
+        (true, None, true),
+        (true, Some(""), true),
+        (true, Some("1"), false),
+        (true, Some("0"), false),
+        (true, Some("false"), false),
+        (false, None, false),
+        (false, Some(""), false),
+        (false, Some("1"), false),
+    ];
+    for &(terminal, no_color, want) in cases {
+        let env = |k: &str| {
+            (k == "NO_COLOR")
+                .then(|| no_color.map(String::from))
+                .flatten()
+        };
+        assert_eq!(log_colour(terminal, &env), want, "{terminal} {no_color:?}");
+    }
+}
