@@ -55,6 +55,10 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         let server = match server::Server::bind(&cfg).await {
             Ok(server) => server,
+            Err(e) if e.is_config() => {
+                tracing::error!("cannot start: configuration error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
             Err(e) => {
                 tracing::error!("cannot start: {e}");
                 return ExitCode::FAILURE;

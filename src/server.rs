@@ -46,6 +46,18 @@ pub enum StartError {
     Auth(#[from] auth::SetupError),
 }
 
+impl StartError {
+    /// Whether the configuration is at fault (a TLS file, the server name,
+    /// no AWS region): fixing a setting fixes it, so the binary exits 64
+    /// (EX_USAGE). A listener that cannot bind is the host's state instead.
+    pub fn is_config(&self) -> bool {
+        match self {
+            StartError::Tls(_) | StartError::Auth(_) => true,
+            StartError::Listen { .. } | StartError::Unix { .. } => false,
+        }
+    }
+}
+
 /// How long a connection waits for the first IAM token after startup.
 const COLD_START: Duration = Duration::from_secs(15);
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{text, RedisOptions, RedisServer, Resp};
 use elasticache_auth_proxy::config::Args;
+use rustls_pki_types::pem::PemObject;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elasticache-auth-proxy");
 /// The variable the spawned proxies read their upstream password from.
@@ -256,6 +257,102 @@ fn unknown_key_in_the_config_file_exits_64_naming_it_but_not_its_value() {
     ];
     let stderr = assert_usage_error(&args, &env, &["pasword", "line 2"]);
     assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+/// Password-mode flags against an address nobody needs to reach: the TLS
+/// files are checked before anything connects.
+fn tls_file_args(extra: &[&str]) -> Vec<String> {
+    [
+        "--upstream",
+        "localhost:1",
+        "--password-env",
+        PASSWORD_VAR,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| a.to_string())
+    .collect()
+}
+
+#[test]
+fn ca_file_that_is_not_pem_exits_64_naming_the_setting_and_file() {
+    let certs = common::Certs::mint();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("ca-notes.txt");
+    std::fs::write(&text, "ask the platform team for the CA bundle\n").unwrap();
+    // The same CA in DER form, as some consoles download it.
+    let der = dir.path().join("ca.der");
+    let ca = rustls_pki_types::CertificateDer::from_pem_file(&certs.ca).unwrap();
+    std::fs::write(&der, ca.as_ref()).unwrap();
+    let env = [(PASSWORD_VAR, PASSWORD)];
+    for file in [&text, &der] {
+        let path = file.to_str().unwrap();
+        let args = tls_file_args(&["--tls-ca-file", path]);
+        let stderr = assert_usage_error(&strs(&args), &env, &["--tls-ca-file", path, "PEM"]);
+        assert!(stderr.contains("configuration error"), "{stderr}");
+    }
+    // DER is recognised, and the fix is spelt out.
+    let args = tls_file_args(&["--tls-ca-file", der.to_str().unwrap()]);
+    assert_usage_error(&strs(&args), &env, &["DER", "openssl x509 -inform der"]);
+}
+
+#[test]
+fn unusable_client_certificate_or_key_exits_64_naming_the_setting() {
+    let certs = common::Certs::mint();
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a key\n").unwrap();
+    let (cert, key) = (
+        certs.client_cert.to_str().unwrap(),
+        certs.client_key.to_str().unwrap(),
+    );
+    let junk = junk.to_str().unwrap();
+    let other_key = certs.server_key.to_str().unwrap();
+    let env = [(PASSWORD_VAR, PASSWORD)];
+    let cases: &[(&str, &str, &[&str])] = &[
+        (cert, junk, &["--tls-client-key", junk, "private key"]),
+        (junk, key, &["--tls-client-cert", junk, "certificate"]),
+        // A key from another pair: both files named.
+        (
+            cert,
+            other_key,
+            &["--tls-client-key", other_key, "--tls-client-cert", cert],
+        ),
+    ];
+    for (c, k, names) in cases {
+        let args = tls_file_args(&["--tls-client-cert", c, "--tls-client-key", k]);
+        assert_usage_error(&strs(&args), &env, names);
+    }
+}
+
+#[test]
+fn iam_without_a_region_exits_64_naming_the_setting() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path().to_str().unwrap();
+    // No region anywhere the AWS SDK looks: no variable, no profile (an
+    // empty home), no IMDS.
+    let env = [("HOME", home), ("AWS_EC2_METADATA_DISABLED", "true")];
+    let args = [
+        "--upstream",
+        "localhost:1",
+        "--iam-user",
+        "app-iam",
+        "--cache-name",
+        "my-cache",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    assert_usage_error(
+        &args,
+        &env,
+        &["--region", "AWS_REGION", "configuration error"],
+    );
 }
 
 // ---- startup failures that are not configuration ----

@@ -76,8 +76,10 @@ impl Identity {
 /// The proxy could not set up authentication.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("no AWS region: set --region (or AWS_REGION / a profile region)")]
+    #[error("no AWS region to sign IAM tokens for: set --region (env ELASTICACHE_AUTH_PROXY_REGION, config key `region`), or AWS_REGION, or a region in the AWS profile")]
     NoRegion,
+    /// The SDK chain came up without any provider (not a credential fetch,
+    /// which happens later and is retried).
     #[error("no AWS credentials provider could be configured")]
     NoCredentials,
 }
@@ -99,7 +101,8 @@ pub async fn sign_once(
     let sdk = loader.load().await;
     let region = sdk
         .region()
-        .ok_or(SetupError::NoRegion.to_string())?
+        // The token command has only the flag, not the proxy's env and key.
+        .ok_or("no AWS region: set --region or AWS_REGION, or a region in the AWS profile")?
         .to_string();
     let provider = sdk
         .credentials_provider()

@@ -24,17 +24,20 @@ use crate::{
     resp::{self, Scanner, Side},
 };
 
-/// A TLS setup that cannot work: bad PEM, unusable key, invalid server name.
+/// A TLS setup that cannot work: a file that holds no usable PEM, a key that
+/// does not belong to its certificate, an invalid server name. Each is a
+/// configuration mistake, named by its setting.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("cannot read {what} from {path}: {reason}")]
-    Pem {
-        what: &'static str,
+    /// The file a setting names does not hold what the setting needs.
+    #[error("--{setting} {path}: {reason}")]
+    File {
+        setting: &'static str,
         path: String,
         reason: String,
     },
-    #[error("--tls-ca-file {path} holds no certificate")]
-    EmptyCa { path: String },
+    #[error("--tls-client-key {key} is not the private key of --tls-client-cert {cert}; use the key the certificate was issued for")]
+    KeyMismatch { cert: String, key: String },
     #[error("--tls-server-name {0:?} is not a valid DNS name or IP address")]
     ServerName(String),
     #[error("TLS setup failed: {0}")]
@@ -208,22 +211,11 @@ fn client_config(t: &config::Tls) -> Result<rustls::ClientConfig, SetupError> {
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     if let Some(path) = &t.ca_file {
-        let pem = |reason: String| SetupError::Pem {
-            what: "CA certificates",
-            path: path.display().to_string(),
-            reason,
-        };
-        let mut added = 0;
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| pem(e.to_string()))? {
+        let file = PemFile::read("tls-ca-file", path)?;
+        for cert in file.certificates()? {
             roots
-                .add(cert.map_err(|e| pem(e.to_string()))?)
-                .map_err(|e| pem(e.to_string()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(SetupError::EmptyCa {
-                path: path.display().to_string(),
-            });
+                .add(cert)
+                .map_err(|e| file.error(format!("holds a certificate that is not valid: {e}")))?;
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -233,21 +225,92 @@ fn client_config(t: &config::Tls) -> Result<rustls::ClientConfig, SetupError> {
     Ok(match &t.client_cert {
         None => builder.with_no_client_auth(),
         Some(cc) => {
-            let certs = CertificateDer::pem_file_iter(&cc.cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| SetupError::Pem {
-                    what: "client certificate",
-                    path: cc.cert.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            let key = PrivateKeyDer::from_pem_file(&cc.key).map_err(|e| SetupError::Pem {
-                what: "client key",
-                path: cc.key.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            builder.with_client_auth_cert(certs, key)?
+            let certs = PemFile::read("tls-client-cert", &cc.cert)?.certificates()?;
+            let key = PemFile::read("tls-client-key", &cc.key)?.private_key()?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| match e {
+                    rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                        SetupError::KeyMismatch {
+                            cert: cc.cert.display().to_string(),
+                            key: cc.key.display().to_string(),
+                        }
+                    }
+                    e => SetupError::File {
+                        setting: "tls-client-key",
+                        path: cc.key.display().to_string(),
+                        reason: format!("unusable private key: {e}"),
+                    },
+                })?
         }
     })
+}
+
+/// A file a TLS setting names, read once, with errors that name the setting
+/// and say what the file should hold instead.
+struct PemFile {
+    setting: &'static str,
+    path: String,
+    bytes: Vec<u8>,
+}
+
+impl PemFile {
+    fn read(setting: &'static str, path: &std::path::Path) -> Result<PemFile, SetupError> {
+        let mut file = PemFile {
+            setting,
+            path: path.display().to_string(),
+            bytes: Vec::new(),
+        };
+        file.bytes = std::fs::read(path).map_err(|e| file.error(format!("cannot read: {e}")))?;
+        Ok(file)
+    }
+
+    fn error(&self, reason: String) -> SetupError {
+        SetupError::File {
+            setting: self.setting,
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// Every `CERTIFICATE` block; at least one.
+    fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, SetupError> {
+        let certs = CertificateDer::pem_slice_iter(&self.bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.error(format!("cannot read its PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(self.error(self.not_pem(
+                "certificate (no -----BEGIN CERTIFICATE----- block)",
+                "openssl x509 -inform der",
+            )));
+        }
+        Ok(certs)
+    }
+
+    /// The first private key block (PKCS#8, PKCS#1 or SEC1).
+    fn private_key(&self) -> Result<PrivateKeyDer<'static>, SetupError> {
+        PrivateKeyDer::from_pem_slice(&self.bytes).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => self.error(self.not_pem(
+                "private key (no -----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY block)",
+                "openssl pkey -inform der",
+            )),
+            e => self.error(format!("cannot read its PEM: {e}")),
+        })
+    }
+
+    /// Why a file without the expected PEM block was refused, with the fix
+    /// when it looks like DER (binary ASN.1: a SEQUENCE with a long length).
+    fn not_pem(&self, expected: &str, convert: &str) -> String {
+        let der = matches!(self.bytes.as_slice(), [0x30, 0x81..=0x84, ..]);
+        if der {
+            format!(
+                "holds no PEM {expected}; it looks like DER: convert it with `{convert} -in {} -out {}.pem`",
+                self.path, self.path
+            )
+        } else {
+            format!("holds no PEM {expected}")
+        }
+    }
 }
 
 /// How long connecting took.
