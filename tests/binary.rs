@@ -437,6 +437,37 @@ fn a_terminal_gets_colour_unless_no_color_is_set() {
     assert!(empty.contains("\x1b["), "NO_COLOR= (empty): {empty:?}");
 }
 
+#[test]
+fn unquoted_value_in_the_config_file_exits_64_showing_it_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [(PASSWORD_VAR, PASSWORD)];
+    let cases = [
+        (
+            "upstream = my-cache.abc.cache.amazonaws.com:6379\n",
+            "line 1: the value of `upstream` must be quoted: upstream = \"my-cache.abc.cache.amazonaws.com:6379\"",
+        ),
+        (
+            "# the cache\nupstream = \"localhost:6379\"\nregion = us-east-1\n",
+            "line 3: the value of `region` must be quoted: region = \"us-east-1\"",
+        ),
+    ];
+    for (i, (text, want)) in cases.into_iter().enumerate() {
+        let file = dir.path().join(format!("proxy-{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let args = [
+            "--config",
+            file.to_str().unwrap(),
+            "--password-env",
+            PASSWORD_VAR,
+        ];
+        let stderr = assert_usage_error(&args, &env, &[file.to_str().unwrap(), want]);
+        // None of the TOML parser's own words.
+        for raw in ["invalid float", "expected nothing", "literal string"] {
+            assert!(!stderr.contains(raw), "{stderr}");
+        }
+    }
+}
+
 // ---- --help ----
 
 /// Keys of `config/example.toml`: the commented-out `# key = value` lines.

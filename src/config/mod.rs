@@ -184,7 +184,7 @@ pub enum Error {
     #[error("{setting}: invalid value in {}: {message}; fix or unset it", setting.env_var())]
     Env { setting: Setting, message: String },
     /// The config file is not valid TOML, has an unknown key or a bad value.
-    #[error("config file {}, {message}; keys are the flag names without `--`", path.display())]
+    #[error("config file {}, {message}", path.display())]
     File { path: PathBuf, message: String },
     /// A file named by a setting cannot be read.
     #[error("{setting}: cannot read {}: {error}; check the path exists and is readable", path.display())]
@@ -341,23 +341,110 @@ fn read_file(path: &Path) -> Result<Args, Error> {
     Ok(args)
 }
 
-/// Locates a TOML error by line and key only: toml's own snippet would echo the line's value,
-/// which may be a password typed under a wrong key.
+/// The TOML type a setting's value is written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValueKind {
+    /// Quoted; `max-frame-size` also takes a bare byte count.
+    String,
+    Bool,
+    Integer,
+}
+
+/// Kept in step with [`Args`] by a test that deserializes every key.
+fn value_kind(key: &str) -> ValueKind {
+    match key {
+        "no-tls" | "serverless" => ValueKind::Bool,
+        "max-connections" => ValueKind::Integer,
+        _ => ValueKind::String,
+    }
+}
+
+/// `value` as a TOML basic string.
+fn quoted(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Locates a TOML error by line and key, and for the common mistakes (a bare word where a quoted
+/// string belongs, quotes around a number or bool, a quote left open) shows the line as it should
+/// be written. toml's own snippet is never shown, and a value only under a known key: the line
+/// may be a password typed under a wrong key.
 fn file_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
     let before = e.span().and_then(|s| text.get(..s.start)).unwrap_or("");
     let line = before.matches('\n').count() + 1;
-    let key = text
-        .lines()
-        .nth(line - 1)
-        .and_then(|l| l.split_once('='))
-        .map(|(k, _)| k.trim());
-    let message = match key {
-        Some(key) => format!("line {line}, key `{key}`: {}", e.message().trim()),
-        None => format!("line {line}: {}", e.message().trim()),
+    let text_line = text.lines().nth(line - 1).unwrap_or("").trim();
+    let entry = text_line
+        .split_once('=')
+        .map(|(k, v)| (k.trim().trim_matches('"'), v.trim()));
+    let raw = e.message().trim();
+    let message = match entry {
+        None if text_line.starts_with('[') => format!(
+            "line {line}: the file has no tables such as `{text_line}`; write each setting as a top-level `key = value` line, keys are the flag names without `--`"
+        ),
+        None => format!("line {line}: {raw}"),
+        Some((key, _)) if !Args::KEYS.contains(&key) => format!(
+            "line {line}, key `{key}`: no such setting; keys are the flag names without `--`"
+        ),
+        Some((key, value)) => match fix(key, value, toml::from_str::<toml::Table>(text).is_ok()) {
+            Some(fix) => format!("line {line}: {fix}"),
+            None => format!("line {line}, key `{key}`: {raw}"),
+        },
     };
     Error::File {
         path: path.into(),
         message,
+    }
+}
+
+/// How to write `key = value` when the mistake is in how the value is written (its quotes), or
+/// `None` when the value itself is wrong. `parsed`: the file is valid TOML, so the error is the
+/// value's type or content rather than its syntax.
+fn fix(key: &str, value: &str, parsed: bool) -> Option<String> {
+    let quote = value.chars().next().filter(|c| *c == '"' || *c == '\'');
+    // A bare value cannot contain `#`: the rest of the line is a comment.
+    let bare = match quote {
+        None => value.split_once('#').map_or(value, |(v, _)| v).trim(),
+        Some(_) => value,
+    };
+    let unquoted = match quote {
+        Some(q) if value.len() > 1 && value.ends_with(q) => Some(&value[1..value.len() - 1]),
+        _ => None,
+    };
+    let kind = value_kind(key);
+    let takes = |what: &str, valid: bool, inner: &str, example: &str| {
+        if valid {
+            format!("`{key}` takes {what} without quotes: {key} = {inner}")
+        } else {
+            format!("`{key}` takes {what} without quotes, such as {key} = {example}")
+        }
+    };
+    match (kind, quote, unquoted) {
+        // An open quote is a syntax error whatever the kind.
+        (ValueKind::String, Some(q), None) => Some(format!(
+            "the value of `{key}` has no closing quote: {key} = {}",
+            quoted(value.trim_start_matches(q))
+        )),
+        (ValueKind::String, None, _) => {
+            // Valid TOML of another type is fine where the setting takes it (a byte count).
+            let byte_count = parsed && key == "max-frame-size" && bare.parse::<u64>().is_ok();
+            (!byte_count).then(|| {
+                format!(
+                    "the value of `{key}` must be quoted: {key} = {}",
+                    quoted(bare)
+                )
+            })
+        }
+        (ValueKind::String, Some(_), Some(_)) => None,
+        (ValueKind::Bool, _, inner) => {
+            let inner = inner.unwrap_or(bare);
+            let valid = matches!(inner, "true" | "false");
+            // `no-tls = true` itself is never the error.
+            (!valid || quote.is_some()).then(|| takes("true or false", valid, inner, "true"))
+        }
+        (ValueKind::Integer, _, inner) => {
+            let inner = inner.unwrap_or(bare);
+            let valid = inner.parse::<u64>().is_ok();
+            (!valid || quote.is_some()).then(|| takes("a whole number", valid, inner, "500"))
+        }
     }
 }
 

@@ -363,3 +363,80 @@ fn log_colour_only_on_a_terminal_without_no_color() {
         assert_eq!(log_colour(terminal, &env), want, "{terminal} {no_color:?}");
     }
 }
+
+#[test]
+fn file_errors_name_the_line_and_key_and_show_the_fix() {
+    let with_file = "--upstream h:1 --password-env PW --config {dir}/config.toml";
+    #[rustfmt::skip]
+    let cases: &[(&str, &str)] = &[
+        // Bare words where a string belongs: toml's "invalid float" and
+        // "string values must be quoted" become the quoted line.
+        ("listen = 127.0.0.1:7000", "line 1: the value of `listen` must be quoted: listen = \"127.0.0.1:7000\""),
+        ("auth = iam", "line 1: the value of `auth` must be quoted: auth = \"iam\""),
+        ("\n\nregion = us-east-1   # prod", "line 3: the value of `region` must be quoted: region = \"us-east-1\""),
+        ("tls-ca-file = C:\\certs\\ca.pem", "the value of `tls-ca-file` must be quoted: tls-ca-file = \"C:\\\\certs\\\\ca.pem\""),
+        ("max-frame-size = 64KiB", "max-frame-size = \"64KiB\""),
+        // Valid TOML of the wrong type.
+        ("upstream = 6379", "line 1: the value of `upstream` must be quoted: upstream = \"6379\""),
+        ("idle-timeout = 30", "idle-timeout = \"30\""),
+        ("max-connections = \"500\"", "line 1: `max-connections` takes a whole number without quotes: max-connections = 500"),
+        ("no-tls = \"true\"", "line 1: `no-tls` takes true or false without quotes: no-tls = true"),
+        ("no-tls = yes", "line 1: `no-tls` takes true or false without quotes, such as no-tls = true"),
+        ("max-connections = 10k", "line 1: `max-connections` takes a whole number without quotes, such as max-connections = 500"),
+        // A quote left open.
+        ("upstream = \"h:1", "line 1: the value of `upstream` has no closing quote: upstream = \"h:1\""),
+        // Other errors stay located and worded.
+        ("drain-timeout = \"soon\"", "line 1, key `drain-timeout`: "),
+        ("upstream", "line 1: "),
+        ("upstream = \"h:1\"\n[tls]\nca-file = \"x\"", "line 2: the file has no tables such as `[tls]`"),
+    ];
+    for (file, want) in cases {
+        let err = load(with_file, &[], Some(file))
+            .expect_err(file)
+            .to_string();
+        assert!(err.contains(want), "{file}: {err:?} lacks {want:?}");
+        for raw in [
+            "invalid float",
+            "expected nothing",
+            "literal string",
+            "invalid type",
+        ] {
+            assert!(!err.contains(raw), "{file}: {err}");
+        }
+    }
+}
+
+#[test]
+fn file_errors_never_show_the_value_of_an_unknown_key() {
+    let with_file = "--upstream h:1 --password-env PW --config {dir}/config.toml";
+    let cases = [
+        format!("pasword = {PASSWORD}"),
+        format!("pasword = \"{PASSWORD}"),
+        format!("pasword = \"{PASSWORD}\""),
+        format!("pasword = 1{PASSWORD}"),
+    ];
+    for file in &cases {
+        let err = load(with_file, &[], Some(file))
+            .expect_err(file)
+            .to_string();
+        assert!(err.contains("line 1") && err.contains("`pasword`"), "{err}");
+        assert!(err.contains("keys are the flag names"), "{err}");
+        assert!(!err.contains(PASSWORD), "{err}");
+    }
+}
+
+#[test]
+fn value_kinds_match_what_each_key_deserializes() {
+    for key in Args::KEYS {
+        let parses = |value: &str| toml::from_str::<Args>(&format!("{key} = {value}")).is_ok();
+        match value_kind(key) {
+            ValueKind::Bool => assert!(parses("true"), "{key}"),
+            ValueKind::Integer => assert!(parses("5") && !parses("\"5\""), "{key}"),
+            // Only max-frame-size also takes a bare integer (a byte count).
+            ValueKind::String => {
+                assert!(!parses("true"), "{key} takes a bool");
+                assert_eq!(parses("2048"), *key == "max-frame-size", "{key}");
+            }
+        }
+    }
+}
