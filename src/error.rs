@@ -24,6 +24,9 @@ pub enum Kind {
     Connect,
     /// The TLS handshake failed (certificate, name, protocol) or timed out.
     TlsHandshake,
+    /// TLS is on but the server speaks plaintext: it answered the TLS
+    /// ClientHello with non-TLS bytes, or a plaintext PING with RESP.
+    NotTls,
     /// The server rejected the proxy's AUTH.
     AuthRejected,
     /// The server did not answer the proxy's AUTH in time.
@@ -45,6 +48,7 @@ impl Kind {
             Kind::ConnectTimeout => "connect_timeout",
             Kind::Connect => "connect",
             Kind::TlsHandshake => "tls_handshake",
+            Kind::NotTls => "not_tls",
             Kind::AuthRejected => "auth_rejected",
             Kind::AuthTimeout => "auth_timeout",
             Kind::Closed => "closed",
@@ -61,6 +65,7 @@ impl Kind {
             Kind::ConnectTimeout => "ERR elasticache-auth-proxy: timed out connecting to the upstream server; check --upstream and that the cache is reachable from here",
             Kind::Connect => "ERR elasticache-auth-proxy: cannot connect to the upstream server; check --upstream and that the cache is reachable from here",
             Kind::TlsHandshake => "ERR elasticache-auth-proxy: TLS handshake with the upstream server failed; check --tls-ca-file and --tls-server-name (the proxy log has the reason)",
+            Kind::NotTls => "ERR elasticache-auth-proxy: the upstream server did not answer TLS; is this a plaintext port? (use --no-tls, or the TLS port)",
             Kind::AuthRejected => "ERR elasticache-auth-proxy: the upstream server rejected the proxy's AUTH; check the proxy's user and credentials (the proxy log has the reason)",
             Kind::AuthTimeout => "ERR elasticache-auth-proxy: the upstream server did not answer the proxy's AUTH in time",
             Kind::Closed => "ERR elasticache-auth-proxy: the upstream server closed the connection",

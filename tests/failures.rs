@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{text, Proxy, RedisOptions, RedisServer, Resp};
-use elasticache_auth_proxy::error::Kind;
+use elasticache_auth_proxy::{config, error::Kind, upstream::Connector};
 use tokio::io::AsyncReadExt;
 
 /// Every error the proxy itself makes starts with this.
@@ -84,6 +84,112 @@ async fn mtls_without_a_client_cert_fails_and_with_one_works() {
     args.tls_client_key = Some(redis.certs.client_key.clone());
     let with = Proxy::start_with(args, "app-secret-pw").await;
     assert_serves(with.addr).await;
+}
+
+// ---- TLS and plaintext mixed up ----
+
+/// The upstream connector `args` configure, as sessions use it.
+fn connector(args: config::Args) -> Connector {
+    let env = |k: &str| (k == common::PASSWORD_ENV).then(|| "app-secret-pw".to_string());
+    let cfg = config::Config::load(args, &env).expect("test config is valid");
+    Connector::new(&cfg).expect("connector")
+}
+
+/// What a client that sends PING reads first: the reply, or the proxy's
+/// error in its place (however the proxy words and times it).
+async fn first_reply(addr: std::net::SocketAddr) -> String {
+    let mut c = Resp::connect(addr).await;
+    c.send(&[b"PING"]).await;
+    text(&c.read().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_plaintext_port_says_so_well_before_the_timeout() {
+    let redis = RedisServer::start(RedisOptions {
+        plain_port: true,
+        ..Default::default()
+    });
+    let mut args = Proxy::args(&redis);
+    let plain = redis.plain_port.expect("plain port requested");
+    // TLS on, as by default, pointed at redis-server's plaintext port.
+    args.upstream = Some(format!("localhost:{plain}").parse().unwrap());
+    args.connect_timeout = Some("5s".parse().unwrap());
+
+    // redis-server waits for a newline the ClientHello never sends, so only
+    // asking it in plaintext tells it from a slow TLS server.
+    let started = Instant::now();
+    let err = match connector(args.clone()).connect().await {
+        Ok(_) => panic!("TLS handshake with a plaintext port succeeded"),
+        Err(e) => e,
+    };
+    let took = started.elapsed();
+    assert_eq!(err.kind, Kind::NotTls, "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}: {err}");
+    // The log says what the server did answer, and the fix.
+    assert!(err.detail.contains("NOAUTH"), "{err}");
+    assert!(err.detail.contains("--no-tls"), "{err}");
+    assert!(
+        !err.client_line().contains("--tls-ca-file"),
+        "{}",
+        err.client_line()
+    );
+
+    let proxy = Proxy::start_with(args, "app-secret-pw").await;
+    let started = Instant::now();
+    let reply = first_reply(proxy.addr).await;
+    assert_eq!(reply, line(Kind::NotTls));
+    assert!(
+        reply.contains("plaintext port") && reply.contains("--no-tls"),
+        "{reply}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A server that answers whatever it is sent with `answer`, then closes.
+async fn answering(answer: &'static [u8]) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer).await;
+                let _ = s.shutdown().await;
+                // Drain so the close is a FIN, not a reset.
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_answer_to_the_client_hello_is_not_tls_at_once() {
+    // A server that answers the ClientHello's bytes as a bad command.
+    let (port, _server) = answering(b"-ERR unknown command\r\n").await;
+    let redis = RedisServer::start(RedisOptions::default());
+    let mut args = Proxy::args(&redis);
+    args.upstream = Some(format!("localhost:{port}").parse().unwrap());
+    args.connect_timeout = Some("5s".parse().unwrap());
+    let started = Instant::now();
+    let err = match connector(args).connect().await {
+        Ok(_) => panic!("TLS handshake succeeded"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind, Kind::NotTls, "{err}");
+    // Told by the handshake itself, not by waiting.
+    assert!(err.detail.contains("not TLS"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 // ---- upstream connect ----

@@ -1,5 +1,7 @@
 //! Upstream connections: TCP connect with a timeout, rustls TLS with SNI and
-//! verification, and the AUTH handshake. Knows nothing of client sessions.
+//! verification, and the AUTH handshake; and, when they fail, telling a
+//! plaintext port from a TLS one so the error names the real mistake.
+//! Knows nothing of client sessions.
 
 use std::{
     io,
@@ -42,6 +44,25 @@ pub enum SetupError {
     ServerName(String),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+}
+
+/// How long a TLS handshake may go unanswered before the connector asks the
+/// server, on a second connection, whether it speaks plaintext RESP. A
+/// plaintext redis-server never answers a ClientHello: it waits for a
+/// newline that never comes, so only asking tells it from a slow TLS server.
+const PROBE_AFTER: Duration = Duration::from_millis(300);
+
+/// The first line of `reply` if it is a RESP simple string or error, made
+/// printable for a log line; `None` for anything else (a TLS alert, silence).
+fn plaintext_reply(reply: &[u8]) -> Option<String> {
+    let end = memchr::memchr(b'\n', reply)?;
+    let line = reply[..end].strip_suffix(b"\r")?;
+    let printable = line.iter().all(|b| (b' '..=b'~').contains(b));
+    if !matches!(line.first(), Some(b'+' | b'-')) || !printable {
+        return None;
+    }
+    let line = String::from_utf8_lossy(line);
+    Some(line.chars().take(80).collect())
 }
 
 /// Opens authenticated-ready connections to the upstream server.
@@ -119,22 +140,91 @@ impl Connector {
             return Ok((Stream::Plain(tcp), timings));
         };
         let handshake = Instant::now();
-        let tls = tokio::time::timeout_at(deadline, connector.connect(name.clone(), tcp))
-            .await
-            .map_err(|_| {
-                Error::upstream(
+        let tls = tokio::select! {
+            r = connector.connect(name.clone(), tcp) => match r {
+                Ok(tls) => tls,
+                Err(e) => return Err(self.handshake_failed(e, deadline).await),
+            },
+            // Only a server that answers plaintext ends this branch.
+            reply = self.plaintext_after(PROBE_AFTER, deadline) => {
+                return Err(self.not_tls(&reply));
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(Error::upstream(
                     Kind::TlsHandshake,
-                    format!("TLS handshake with {} timed out", self.target()),
-                )
-            })?
-            .map_err(|e| {
-                Error::upstream(
-                    Kind::TlsHandshake,
-                    format!("TLS with {}: {e}", self.target()),
-                )
-            })?;
+                    format!(
+                        "TLS handshake with {} timed out after {:?}: the server accepted TCP but never completed the handshake",
+                        self.target(),
+                        self.connect_timeout
+                    ),
+                ));
+            }
+        };
         timings.tls = Some(handshake.elapsed());
         Ok((Stream::Tls(Box::new(tls)), timings))
+    }
+
+    /// Classifies a failed handshake. Non-TLS bytes in answer to the
+    /// ClientHello mean a plaintext server; a close without an answer is
+    /// what some plaintext servers do too, so that one is checked.
+    async fn handshake_failed(&self, e: io::Error, deadline: tokio::time::Instant) -> Error {
+        let rustls = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::InvalidMessage(_)) = rustls {
+            return Error::upstream(
+                Kind::NotTls,
+                format!(
+                    "TLS with {}: {e}: the server answered the TLS ClientHello with bytes that are not TLS; if it is a plaintext port, use --no-tls or the TLS port",
+                    self.target()
+                ),
+            );
+        }
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            if let Ok(Some(reply)) = tokio::time::timeout_at(deadline, self.plaintext()).await {
+                return self.not_tls(&reply);
+            }
+        }
+        Error::upstream(
+            Kind::TlsHandshake,
+            format!("TLS with {}: {e}", self.target()),
+        )
+    }
+
+    fn not_tls(&self, reply: &str) -> Error {
+        Error::upstream(
+            Kind::NotTls,
+            format!(
+                "{} did not answer the TLS handshake but answered a plaintext PING with {reply:?}: it is a plaintext port; use --no-tls, or the TLS port",
+                self.target()
+            ),
+        )
+    }
+
+    /// After `after` (if the handshake is still going), asks the server in
+    /// plaintext; resolves only if it answers, so a select can race it.
+    async fn plaintext_after(&self, after: Duration, deadline: tokio::time::Instant) -> String {
+        tokio::time::sleep(after).await;
+        match tokio::time::timeout_at(deadline, self.plaintext()).await {
+            Ok(Some(reply)) => reply,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Whether the server speaks plaintext RESP: on a connection of its own,
+    /// sends `PING` and returns the first line of a RESP answer (`+PONG`,
+    /// `-NOAUTH ...`, `-DENIED ...`). A TLS server closes or sends an alert:
+    /// `None`. The caller bounds the wait.
+    async fn plaintext(&self) -> Option<String> {
+        let mut tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .ok()?;
+        tcp.write_all(b"PING\r\n").await.ok()?;
+        let mut reply = Vec::with_capacity(128);
+        while !reply.contains(&b'\n') && reply.len() < 128 {
+            if tcp.read_buf(&mut reply).await.ok()? == 0 {
+                break;
+            }
+        }
+        plaintext_reply(&reply)
     }
 
     /// Sends `AUTH` for `identity` and waits for `+OK`. Bytes the server sent
@@ -381,6 +471,38 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plaintext_reply;
+
+    #[test]
+    fn plaintext_reply_takes_only_a_resp_status_or_error_line() {
+        let long = format!("-ERR {}\r\n", "x".repeat(200));
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"+PONG\r\n", Some("+PONG")),
+            (
+                b"-NOAUTH Authentication required.\r\n",
+                Some("-NOAUTH Authentication required."),
+            ),
+            (
+                b"-DENIED Redis is running in protected mode\r\nmore",
+                Some("-DENIED Redis is running in protected mode"),
+            ),
+            (long.as_bytes(), Some(&long[..80])),
+            // A TLS alert, silence, a partial line, other RESP, binary.
+            (&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46], None),
+            (b"", None),
+            (b"+PONG", None),
+            (b"+PONG\n", None),
+            (b"$4\r\nPONG\r\n", None),
+            (b"+\x00\xff\r\n", None),
+        ];
+        for (reply, want) in cases {
+            assert_eq!(plaintext_reply(reply).as_deref(), *want, "{reply:?}");
         }
     }
 }
