@@ -27,6 +27,9 @@ pub enum Kind {
     /// TLS is on but the server speaks plaintext: it answered the TLS
     /// ClientHello with non-TLS bytes, or a plaintext PING with RESP.
     NotTls,
+    /// `--no-tls` is on but the server looks like a TLS port: it closed on
+    /// the first plaintext command without a reply, or sent a TLS record.
+    TlsExpected,
     /// The server rejected the proxy's AUTH.
     AuthRejected,
     /// The server did not answer the proxy's AUTH in time.
@@ -49,6 +52,7 @@ impl Kind {
             Kind::Connect => "connect",
             Kind::TlsHandshake => "tls_handshake",
             Kind::NotTls => "not_tls",
+            Kind::TlsExpected => "tls_expected",
             Kind::AuthRejected => "auth_rejected",
             Kind::AuthTimeout => "auth_timeout",
             Kind::Closed => "closed",
@@ -66,6 +70,7 @@ impl Kind {
             Kind::Connect => "ERR elasticache-auth-proxy: cannot connect to the upstream server; check --upstream and that the cache is reachable from here",
             Kind::TlsHandshake => "ERR elasticache-auth-proxy: TLS handshake with the upstream server failed; check --tls-ca-file and --tls-server-name (the proxy log has the reason)",
             Kind::NotTls => "ERR elasticache-auth-proxy: the upstream server did not answer TLS; is this a plaintext port? (use --no-tls, or the TLS port)",
+            Kind::TlsExpected => "ERR elasticache-auth-proxy: the upstream server did not answer plaintext RESP; it looks like a TLS port (remove --no-tls)",
             Kind::AuthRejected => "ERR elasticache-auth-proxy: the upstream server rejected the proxy's AUTH; check the proxy's user and credentials (the proxy log has the reason)",
             Kind::AuthTimeout => "ERR elasticache-auth-proxy: the upstream server did not answer the proxy's AUTH in time",
             Kind::Closed => "ERR elasticache-auth-proxy: the upstream server closed the connection",

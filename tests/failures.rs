@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{text, Proxy, RedisOptions, RedisServer, Resp};
-use elasticache_auth_proxy::{config, error::Kind, upstream::Connector};
+use elasticache_auth_proxy::{auth, config, error::Kind, upstream::Connector};
 use tokio::io::AsyncReadExt;
 
 /// Every error the proxy itself makes starts with this.
@@ -190,6 +190,52 @@ async fn a_plaintext_answer_to_the_client_hello_is_not_tls_at_once() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tls_to_a_tls_port_says_it_looks_like_a_tls_port() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let mut args = Proxy::args(&redis);
+    args.tls_ca_file = None;
+    args.no_tls = Some(true);
+
+    // redis-server's TLS port resets the connection on the plaintext AUTH.
+    let c = connector(args.clone());
+    let (mut stream, _) = c.connect().await.expect("TCP connects");
+    let identity = auth::Identity {
+        method: auth::Method::Password,
+        user: Some("app".into()),
+        secret: auth::Secret::new("app-secret-pw"),
+    };
+    let mut rest = bytes::BytesMut::new();
+    let err = c
+        .authenticate(&mut stream, &identity, &mut rest)
+        .await
+        .expect_err("plaintext AUTH to a TLS port");
+    assert_eq!(err.kind, Kind::TlsExpected, "{err}");
+    assert!(err.detail.contains("--no-tls"), "{err}");
+    assert!(!err.detail.contains("app-secret-pw"), "{err}");
+
+    let proxy = Proxy::start_with(args, "app-secret-pw").await;
+    let reply = first_reply(proxy.addr).await;
+    assert_eq!(reply, line(Kind::TlsExpected));
+    assert!(
+        reply.contains("TLS port") && reply.contains("--no-tls"),
+        "{reply}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tls_to_a_server_answering_with_a_tls_alert_looks_like_a_tls_port() {
+    // A TLS server may answer plaintext with a protocol_version alert record.
+    let (port, _server) = answering(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46]).await;
+    let redis = RedisServer::start(RedisOptions::default());
+    let mut args = Proxy::args(&redis);
+    args.tls_ca_file = None;
+    args.no_tls = Some(true);
+    args.upstream = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let proxy = Proxy::start_with(args, "app-secret-pw").await;
+    assert_eq!(first_reply(proxy.addr).await, line(Kind::TlsExpected));
 }
 
 // ---- upstream connect ----

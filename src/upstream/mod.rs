@@ -137,7 +137,7 @@ impl Connector {
             tls: None,
         };
         let Some((connector, name)) = &self.tls else {
-            return Ok((Stream::Plain(tcp), timings));
+            return Ok((Stream::plain(tcp), timings));
         };
         let handshake = Instant::now();
         let tls = tokio::select! {
@@ -162,6 +162,39 @@ impl Connector {
         };
         timings.tls = Some(handshake.elapsed());
         Ok((Stream::Tls(Box::new(tls)), timings))
+    }
+
+    /// Whether a failed first plaintext exchange looks like a TLS port: it
+    /// closed or reset without a byte (redis-server's TLS port does), or
+    /// answered with a TLS record (an alert, 0x15).
+    fn tls_port(&self, stream: &Stream, e: &io::Error, reply: &[u8]) -> Option<Error> {
+        let Stream::Plain { heard, .. } = stream else {
+            return None;
+        };
+        let closed = matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+        );
+        let how = if closed && !heard {
+            format!("closed the connection ({e}) without answering")
+        } else if matches!(reply.first(), Some(0x15 | 0x16)) {
+            format!(
+                "sent a TLS record (0x{:02x}), not RESP, in answer to",
+                reply[0]
+            )
+        } else {
+            return None;
+        };
+        Some(Error::upstream(
+            Kind::TlsExpected,
+            format!(
+                "{} {how} the proxy's first plaintext command: it looks like a TLS port; remove --no-tls",
+                self.target()
+            ),
+        ))
     }
 
     /// Classifies a failed handshake. Non-TLS bytes in answer to the
@@ -268,18 +301,8 @@ impl Connector {
                 )
             })?
             .map_err(|e| {
-                // TLS 1.3 servers check the client certificate after the
-                // handshake, so a refusal shows up on the first read.
-                let tls = e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
-                match e.kind() {
-                    _ if tls => Error::upstream(
-                        Kind::TlsHandshake,
-                        format!("TLS: {e} (if the server requires client certificates, set --tls-client-cert and --tls-client-key)"),
-                    ),
-                    io::ErrorKind::UnexpectedEof => Error::upstream(Kind::Closed, e.to_string()),
-                    io::ErrorKind::InvalidData => Error::upstream(Kind::Protocol, e.to_string()),
-                    _ => Error::upstream(Kind::Io, e.to_string()),
-                }
+                self.tls_port(stream, &e, rest)
+                    .unwrap_or_else(|| exchange_error(e))
             })?;
         if reply.starts_with(b"+OK\r\n") {
             Ok(started.elapsed())
@@ -292,6 +315,22 @@ impl Connector {
                 line.trim_start_matches(['-', '!']).trim_end().to_string(),
             ))
         }
+    }
+}
+
+/// The error for a failed AUTH exchange (write or read).
+fn exchange_error(e: io::Error) -> Error {
+    // TLS 1.3 servers check the client certificate after the handshake, so
+    // a refusal shows up on the first read.
+    let tls = e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+    match e.kind() {
+        _ if tls => Error::upstream(
+            Kind::TlsHandshake,
+            format!("TLS: {e} (if the server requires client certificates, set --tls-client-cert and --tls-client-key)"),
+        ),
+        io::ErrorKind::UnexpectedEof => Error::upstream(Kind::Closed, e.to_string()),
+        io::ErrorKind::InvalidData => Error::upstream(Kind::Protocol, e.to_string()),
+        _ => Error::upstream(Kind::Io, e.to_string()),
     }
 }
 
@@ -414,7 +453,18 @@ pub struct Timings {
 /// An upstream connection, TLS or (for local development) plain TCP.
 pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
-    Plain(TcpStream),
+    /// `heard`: the server has sent something. A TLS port closes on the
+    /// first plaintext command without sending a RESP byte.
+    Plain {
+        tcp: TcpStream,
+        heard: bool,
+    },
+}
+
+impl Stream {
+    fn plain(tcp: TcpStream) -> Stream {
+        Stream::Plain { tcp, heard: false }
+    }
 }
 
 impl AsyncRead for Stream {
@@ -425,7 +475,12 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Plain { tcp, heard } => {
+                let before = buf.filled().len();
+                let poll = Pin::new(tcp).poll_read(cx, buf);
+                *heard |= buf.filled().len() > before;
+                poll
+            }
         }
     }
 }
@@ -438,7 +493,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Plain { tcp: s, .. } => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -449,28 +504,28 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Plain { tcp: s, .. } => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Tls(s) => s.is_write_vectored(),
-            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Plain { tcp: s, .. } => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Plain { tcp: s, .. } => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Plain { tcp: s, .. } => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
