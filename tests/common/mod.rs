@@ -1,14 +1,16 @@
 //! Integration-test harness: a real TLS `redis-server` per test, certificates
-//! minted per run, a raw RESP client, and the real `redis-cli`.
+//! minted per run, a raw RESP client, the real `redis-cli`, and real client
+//! libraries.
 //!
 //! Layout: `certs` (PKI on disk), `redis` (server process), `resp` (client
-//! framing). This file holds the small free functions shared by all three.
+//! framing), `clients` (real client libraries run as scripts). This file holds the small free functions shared by all three.
 //! Nothing here is global: every test owns its ports, files and processes.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
 mod certs;
+mod clients;
 mod emulator;
 mod proxy;
 mod redis;
@@ -28,6 +30,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
 pub use certs::Certs;
+#[allow(unused_imports)] // Only the library tests run client libraries.
+pub use clients::{Endpoint, Library, Run};
 #[allow(unused_imports)] // Only the IAM tests use the emulator.
 pub use emulator::{
     backend_options, AwsCreds, Emulator, EmulatorOptions, BACKEND_PASSWORD, CACHE, IAM_USER, REGION,
@@ -90,37 +94,48 @@ pub async fn tls_connect(
 
 /// Runs the real `redis-cli` with `args`, killing it after 10 s.
 pub fn redis_cli(args: &[&str]) -> Output {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(args);
+    run_bounded(&mut cmd, &format!("redis-cli {args:?}"), CLI_TIMEOUT)
+}
+
+/// Runs `cmd` with no stdin, killing it (and failing the test) after
+/// `limit`; `what` names it in panics.
+pub fn run_bounded(cmd: &mut Command, what: &str, limit: Duration) -> Output {
     // Output goes to files, not pipes, so a chatty child cannot block on a
     // full pipe while we poll for its exit.
     let (mut out, mut err) = (
         tempfile::tempfile().expect("tempfile"),
         tempfile::tempfile().expect("tempfile"),
     );
-    let mut child = Command::new("redis-cli")
-        .args(args)
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("dup stdout file"))
         .stderr(err.try_clone().expect("dup stderr file"))
         .spawn()
-        .expect("spawn redis-cli (is it installed?)");
-    let deadline = Instant::now() + CLI_TIMEOUT;
+        .unwrap_or_else(|e| panic!("spawn {what}: {e} (is it installed? run scripts/deps.sh)"));
+    let deadline = Instant::now() + limit;
+    let read_all = |f: &mut File| {
+        let mut buf = Vec::new();
+        f.rewind()
+            .and_then(|_| f.read_to_end(&mut buf))
+            .expect("read child output");
+        buf
+    };
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait redis-cli") {
+        if let Some(status) = child.try_wait().expect("wait for child") {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("redis-cli {args:?} still running after {CLI_TIMEOUT:?}");
+            panic!(
+                "{what} still running after {limit:?}; stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&read_all(&mut out)),
+                String::from_utf8_lossy(&read_all(&mut err)),
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
-    };
-    let read_all = |f: &mut File| {
-        let mut buf = Vec::new();
-        f.rewind()
-            .and_then(|_| f.read_to_end(&mut buf))
-            .expect("read redis-cli output");
-        buf
     };
     Output {
         status,

@@ -81,6 +81,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Resp<S> {
         }
     }
 
+    /// Every byte the peer sends until it hangs up (EOF, reset, or a TLS
+    /// close without close_notify), bytes already buffered included; panics
+    /// if it is still open after `CLOSE_TIMEOUT`.
+    pub async fn read_until_closed(&mut self) -> Vec<u8> {
+        let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+        loop {
+            let read = self.stream.read_buf(&mut self.buf);
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return self.buf.split().to_vec(),
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!(
+                    "peer still open after {CLOSE_TIMEOUT:?} ({:?})",
+                    self.pending()
+                ),
+            }
+        }
+    }
+
     /// The underlying stream, e.g. to inspect the TLS session.
     pub fn stream(&mut self) -> &mut S {
         &mut self.stream
