@@ -11,9 +11,10 @@ use std::fmt;
 
 /// The largest inline command Redis accepts (`PROTO_INLINE_MAX_SIZE`).
 pub const MAX_INLINE: usize = 64 * 1024;
-/// Nesting deeper than this is refused as malformed (Redis itself never nests
-/// replies more than a handful of levels).
-const MAX_DEPTH: usize = 256;
+/// Redis's limits for a connection that has not authenticated yet
+/// (`authRequired`): arguments per command and bytes per argument.
+const UNAUTH_MAX_ARGS: u64 = 10;
+const UNAUTH_MAX_BULK: u64 = 16 * 1024;
 /// Marks a RESP3 streamed aggregate (`*?`) on the stack: ends at `.`.
 const STREAMED: u64 = u64::MAX;
 
@@ -97,6 +98,8 @@ pub struct Scanner {
     head: Head,
     /// Request side: index of the bulk being read.
     arg: u64,
+    /// Request side: apply Redis's limits for unauthenticated connections.
+    unauthenticated: bool,
 }
 
 impl Scanner {
@@ -111,7 +114,14 @@ impl Scanner {
             max_element,
             head: Head::default(),
             arg: 0,
+            unauthenticated: false,
         }
+    }
+
+    /// Applies (or lifts) Redis's limits for a connection that must still
+    /// authenticate: at most 10 arguments of at most 16 KiB each.
+    pub fn set_unauthenticated(&mut self, on: bool) {
+        self.unauthenticated = on;
     }
 
     /// True between frames.
@@ -192,7 +202,13 @@ impl Scanner {
                             digits: 1,
                             cr,
                         };
-                    } else if b.is_ascii_digit() && digits < 19 && val != STREAMED {
+                    } else if b.is_ascii_digit()
+                        && digits < 19
+                        && val != STREAMED
+                        // Redis's string2ll: no leading zeros, no `-0`.
+                        && !(self.side == Side::Request
+                            && ((digits > 0 && val == 0) || (b == b'0' && digits == 0 && neg)))
+                    {
                         self.state = State::Number {
                             ty,
                             neg,
@@ -229,12 +245,14 @@ impl Scanner {
                     let take = ((buf.len() - i) as u64).min(left);
                     let end = i + take as usize;
                     let new_left = left - take;
-                    // The payload's last two bytes must be CRLF; they may
-                    // arrive in different reads, so check each as it passes.
+                    // A reply's payload must end in CRLF; they may arrive in
+                    // different reads, so check each as it passes. Redis
+                    // skips the two bytes after a request's argument unread,
+                    // and so does the proxy.
                     let cr_ok =
                         !(left >= 2 && new_left < 2) || buf[end - (2 - new_left as usize)] == b'\r';
                     let lf_ok = new_left > 0 || buf[end - 1] == b'\n';
-                    if !cr_ok || !lf_ok {
+                    if self.side == Side::Reply && (!cr_ok || !lf_ok) {
                         return Err(Error(self.proto("bulk string not followed by CRLF")));
                     }
                     i = end;
@@ -386,19 +404,22 @@ impl Scanner {
                 if val > i32::MAX as u64 {
                     return Err(self.bad_number(ty));
                 }
+                if self.unauthenticated && val > UNAUTH_MAX_ARGS {
+                    return Err(Error(
+                        "Protocol error: unauthenticated multibulk length".into(),
+                    ));
+                }
                 self.head.argc = val;
-                return self.open(val, false, false).map(|_| false);
+                self.open(val, false, false);
+                return Ok(false);
             }
-            // A bulk argument.
+            // A bulk argument. Past max-frame-size the proxy answers as
+            // Redis does past its proto-max-bulk-len.
             if neg || val > self.max_element {
-                return Err(Error(if neg {
-                    "Protocol error: invalid bulk length".into()
-                } else {
-                    format!(
-                        "Protocol error: bulk length {val} exceeds the proxy's max-frame-size ({} bytes)",
-                        self.max_element
-                    )
-                }));
+                return Err(Error("Protocol error: invalid bulk length".into()));
+            }
+            if self.unauthenticated && val > UNAUTH_MAX_BULK {
+                return Err(Error("Protocol error: unauthenticated bulk length".into()));
             }
             if self.arg == 0 {
                 self.head.name = Some((at, val as usize));
@@ -410,7 +431,7 @@ impl Scanner {
         match ty {
             b'$' | b'=' | b'!' => {
                 if streamed && ty == b'$' {
-                    self.open(STREAMED, false, true)?;
+                    self.open(STREAMED, false, true);
                     return Ok(false);
                 }
                 if neg {
@@ -443,7 +464,7 @@ impl Scanner {
                     return Ok(self.element_done());
                 }
                 if streamed {
-                    self.open(STREAMED, ty == b'|', false)?;
+                    self.open(STREAMED, ty == b'|', false);
                     return Ok(false);
                 }
                 let n = if matches!(ty, b'%' | b'|') {
@@ -459,22 +480,21 @@ impl Scanner {
                         self.element_done()
                     });
                 }
-                self.open(n, ty == b'|', false)?;
+                self.open(n, ty == b'|', false);
                 Ok(false)
             }
         }
     }
 
-    fn open(&mut self, remaining: u64, attr: bool, chunks: bool) -> Result<(), Error> {
-        if self.stack.len() >= MAX_DEPTH {
-            return Err(Error(self.proto("nesting too deep")));
-        }
+    /// Opens an aggregate. Depth is not limited: Redis nests replies as
+    /// deep as a script makes them, and each level costs at least four
+    /// bytes of input, so the stack never outgrows the frame it describes.
+    fn open(&mut self, remaining: u64, attr: bool, chunks: bool) {
         self.stack.push(Open {
             remaining,
             attr,
             chunks,
         });
-        Ok(())
     }
 
     /// One element ended; closes every aggregate it completes. True when the
@@ -620,13 +640,23 @@ mod tests {
             ),
             (
                 Side::Request,
-                b"*1\r\n$3\r\nabcde\r\n",
-                "Protocol error: bulk string not followed by CRLF",
+                b"*1\r\n$2000000\r\n",
+                "Protocol error: invalid bulk length",
             ),
             (
                 Side::Request,
-                b"*1\r\n$2000000\r\n",
-                "Protocol error: bulk length 2000000 exceeds",
+                b"*1\r\n$05\r\n",
+                "Protocol error: invalid bulk length",
+            ),
+            (
+                Side::Request,
+                b"*01\r\n",
+                "Protocol error: invalid multibulk length",
+            ),
+            (
+                Side::Reply,
+                b"$3\r\nabcde\r\n",
+                "invalid RESP from the server: bulk string not followed by CRLF",
             ),
             (
                 Side::Request,
@@ -655,6 +685,53 @@ mod tests {
             frames(Side::Request, &long, &[1000]).unwrap_err().0,
             "Protocol error: too big inline request"
         );
+    }
+
+    #[test]
+    fn replies_nest_as_deep_as_the_server_makes_them() {
+        // What `EVAL "... for i=1,N ..."` returns: N nested one-element
+        // arrays around an empty one.
+        for depth in [300usize, 10_000] {
+            let mut reply = b"*1\r\n".repeat(depth);
+            reply.extend_from_slice(b"*0\r\n+after\r\n");
+            assert_eq!(
+                frames(Side::Reply, &reply, &[7, 1000]).unwrap(),
+                vec![depth * 4 + 4, 8],
+                "depth {depth}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_argument_crlf_is_skipped_unread_as_redis_does() {
+        // Redis runs `PING` here; the two bytes after the argument are skipped.
+        assert_eq!(
+            frames(
+                Side::Request,
+                b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n",
+                &[]
+            )
+            .unwrap(),
+            vec![14, 14]
+        );
+    }
+
+    #[test]
+    fn unauthenticated_limits_are_redis_own() {
+        let scan = |input: &[u8]| {
+            let mut sc = Scanner::new(Side::Request, 1 << 20);
+            sc.set_unauthenticated(true);
+            sc.advance(input).map(|(_, done)| done)
+        };
+        assert_eq!(
+            scan(b"*11\r\n").unwrap_err().0,
+            "Protocol error: unauthenticated multibulk length"
+        );
+        assert_eq!(
+            scan(b"*1\r\n$16385\r\n").unwrap_err().0,
+            "Protocol error: unauthenticated bulk length"
+        );
+        assert_eq!(scan(b"*10\r\n$16384\r\n"), Ok(false));
     }
 
     #[test]
