@@ -81,12 +81,15 @@ fn main() -> ExitCode {
             std::future::pending(),
         ));
         server
-            .run(async move {
-                tokio::select! {
-                    () = server::shutdown_signal() => {}
-                    () = quit.notified() => tracing::info!("POST /quitquitquit received"),
-                }
-            })
+            .run_until(
+                async move {
+                    tokio::select! {
+                        () = server::shutdown_signal() => {}
+                        () = quit.notified() => tracing::info!("POST /quitquitquit received"),
+                    }
+                },
+                server::shutdown_signal,
+            )
             .await;
         ExitCode::SUCCESS
     })

@@ -56,6 +56,10 @@ pub struct Metrics {
     pub client_connections: IntCounter,
     /// Clients refused at --max-connections.
     pub client_connections_refused: IntCounter,
+    /// Clients that began a TLS handshake on the plaintext listener.
+    pub client_tls_refused: IntCounter,
+    /// Clients' AUTH against the local client password, by `outcome`.
+    pub client_auth: IntCounterVec,
     /// Authenticated upstream connections open now, by `method`.
     pub upstream_connections_active: IntGaugeVec,
     /// Upstream connections opened in total.
@@ -158,6 +162,15 @@ impl Metrics {
             client_connections_refused: reg!(counter(
                 "client_connections_refused_total",
                 "Client connections refused at --max-connections."
+            )),
+            client_tls_refused: reg!(counter(
+                "client_tls_refused_total",
+                "Client connections closed because the client spoke TLS to the plaintext listener."
+            )),
+            client_auth: reg!(counter_vec(
+                "client_auth_total",
+                "Client AUTH (or HELLO AUTH) checked against --client-password-env/--client-password-file, by outcome.",
+                &["outcome"]
             )),
             upstream_connections_active: reg!(IntGaugeVec::new(
                 Opts::new(

@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::{Bytes, BytesMut};
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, UnixListener},
@@ -72,6 +73,7 @@ pub struct Server {
     max_connections: usize,
     drain_timeout: Duration,
     health: Arc<Health>,
+    drain: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -89,6 +91,7 @@ impl Server {
         auth: auth::Provider,
     ) -> Result<Server, StartError> {
         let metrics = auth.metrics.clone();
+        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
         let ctx = Arc::new(Context {
             connector: Connector::new(cfg)?,
             auth,
@@ -100,6 +103,8 @@ impl Server {
                 reauth_after: cfg.reauth_after,
             },
             metrics,
+            client_password: cfg.client_password.clone(),
+            drain: drain_rx,
         });
         let tcp = TcpListener::bind(cfg.listen)
             .await
@@ -118,6 +123,7 @@ impl Server {
             max_connections: cfg.max_connections,
             drain_timeout: cfg.drain_timeout,
             health: Arc::new(Health::new(cfg.max_connections)),
+            drain: drain_tx,
         })
     }
 
@@ -139,9 +145,22 @@ impl Server {
             .expect("bound listener has an address")
     }
 
-    /// Accepts clients until `shutdown` completes, then stops accepting and
-    /// lets sessions finish for up to the drain timeout before closing them.
+    /// Accepts clients until `shutdown` completes, then drains: see
+    /// [`Server::run_until`]; nothing ends the drain early.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        self.run_until(shutdown, std::future::pending).await
+    }
+
+    /// Accepts clients until `shutdown` completes, then stops accepting and
+    /// drains: each session closes at its next point with nothing owed;
+    /// subscribers, MONITOR, MULTI and blocked commands get until the drain
+    /// timeout. The future `force()` makes, started once the drain begins
+    /// (a second SIGTERM/SIGINT), closes every session at once.
+    pub async fn run_until<F: Future<Output = ()>>(
+        self,
+        shutdown: impl Future<Output = ()>,
+        force: impl FnOnce() -> F,
+    ) {
         let Server {
             ctx,
             tcp,
@@ -149,7 +168,9 @@ impl Server {
             max_connections,
             drain_timeout,
             health,
+            drain,
         } = self;
+        let lingering = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Started once the first identity is known (the first IAM token).
         let warm = {
             let (ctx, health) = (ctx.clone(), health.clone());
@@ -199,13 +220,15 @@ impl Server {
             metrics.client_connections.inc();
             if health.at_capacity() {
                 metrics.client_connections_refused.inc();
+                let lingering = Linger::enter(&lingering);
+                let max_frame = ctx.limits.max_frame;
                 sessions.spawn(
                     async move {
                         warn!(max_connections, "refusing client: max connections reached");
                         let msg = format!(
                             "ERR elasticache-auth-proxy: max connections ({max_connections}) reached; try again later"
                         );
-                        client.refuse(&error_reply(&msg)).await;
+                        client.refuse(error_reply(&msg), lingering, max_frame).await;
                     }
                     .instrument(span),
                 );
@@ -229,6 +252,7 @@ impl Server {
         }
         // Readiness turns 503 first, then the listeners close.
         health.set_draining();
+        let _ = drain.send(true);
         warm.abort();
         drop(tcp);
         if let Some((listener, path)) = unix {
@@ -241,15 +265,30 @@ impl Server {
             ?drain_timeout,
             "draining: no longer accepting clients"
         );
-        let drained = async { while sessions.join_next().await.is_some() {} };
-        if tokio::time::timeout(drain_timeout, drained).await.is_err() {
-            warn!(
-                open_sessions = health.connections(),
-                "drain timeout reached; closing remaining sessions"
-            );
-            sessions.shutdown().await;
-        } else {
-            info!("drained");
+        let force = force();
+        let drained = {
+            let drained = async { while sessions.join_next().await.is_some() {} };
+            tokio::select! {
+                r = tokio::time::timeout(drain_timeout, drained) => Some(r.is_ok()),
+                () = force => None,
+            }
+        };
+        match drained {
+            Some(true) => info!("drained"),
+            Some(false) => {
+                warn!(
+                    open_sessions = health.connections(),
+                    "drain timeout reached; closing remaining sessions"
+                );
+                sessions.shutdown().await;
+            }
+            None => {
+                warn!(
+                    open_sessions = health.connections(),
+                    "second shutdown signal: closing remaining sessions now"
+                );
+                sessions.shutdown().await;
+            }
         }
     }
 }
@@ -260,22 +299,53 @@ enum Client {
     Unix(tokio::net::UnixStream),
 }
 
+/// How long an over-limit client's commands are answered with the refusal.
+const CAPACITY_LINGER: Duration = Duration::from_secs(2);
+/// At most this many over-limit clients are answered in turn at once; the
+/// rest get the line at once and a close, so a flood holds few descriptors.
+const MAX_LINGERING: usize = 256;
+
 impl Client {
-    /// Tells an over-limit client why, then closes (bounded in time).
-    async fn refuse(self, msg: &[u8]) {
-        let write = async {
-            match self {
-                Client::Tcp(mut s) => {
-                    let _ = s.write_all(msg).await;
-                    let _ = s.shutdown().await;
-                }
-                Client::Unix(mut s) => {
-                    let _ = s.write_all(msg).await;
-                    let _ = s.shutdown().await;
-                }
+    /// Tells an over-limit client why: in turn, as the reply to each command
+    /// (see [`session::refuse`]), or at once when too many already linger.
+    async fn refuse(self, msg: Bytes, linger: Option<Linger>, max_frame: u64) {
+        match (self, linger) {
+            (Client::Tcp(s), Some(_guard)) => {
+                session::refuse::answer_with(s, BytesMut::new(), msg, CAPACITY_LINGER, max_frame)
+                    .await
             }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+            (Client::Unix(s), Some(_guard)) => {
+                session::refuse::answer_with(s, BytesMut::new(), msg, CAPACITY_LINGER, max_frame)
+                    .await
+            }
+            (Client::Tcp(s), None) => write_and_close(s, &msg).await,
+            (Client::Unix(s), None) => write_and_close(s, &msg).await,
+        }
+    }
+}
+
+async fn write_and_close<S: tokio::io::AsyncWrite + Unpin>(mut s: S, msg: &[u8]) {
+    let write = async {
+        let _ = s.write_all(msg).await;
+        let _ = s.shutdown().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// Counts an over-limit client being answered in turn.
+struct Linger(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Linger {
+    fn enter(count: &Arc<std::sync::atomic::AtomicUsize>) -> Option<Linger> {
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        let guard = Linger(count.clone());
+        (before < MAX_LINGERING).then_some(guard)
+    }
+}
+
+impl Drop for Linger {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

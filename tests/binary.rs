@@ -525,25 +525,29 @@ async fn sigterm_drains_open_sessions_then_exits_zero() {
     let mut args = upstream_args(&redis);
     args.extend(["--drain-timeout", "5s"].map(String::from));
     let mut proxy = Running::start(&strs(&args), &[(PASSWORD_VAR, PASSWORD)]);
-    let mut c = Resp::connect(proxy.addr).await;
-    assert_eq!(text(&c.cmd(&[b"SET", b"k", b"before"]).await), "+OK");
+    let mut idle = Resp::connect(proxy.addr).await;
+    assert_eq!(text(&idle.cmd(&[b"SET", b"k", b"before"]).await), "+OK");
+    let mut busy = Resp::connect(proxy.addr).await;
+    assert_eq!(text(&busy.cmd(&[b"PING"]).await), "+PONG");
+    // A reply owed when the drain starts: delivered, then the close.
+    busy.send(&[b"BLPOP", b"drain-list", b"1"]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
+    let started = Instant::now();
     proxy.sigterm();
     wait_refused(proxy.addr).await;
-    // The open session is served on.
-    assert_eq!(text(&c.cmd(&[b"GET", b"k"]).await), "$before");
-    assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
-    assert!(proxy.child.try_wait().unwrap().is_none(), "exited early");
+    // The idle session owes nothing: closed at once, not at the deadline.
+    assert!(idle.read_closed().await, "idle session kept open");
+    assert_eq!(text(&busy.read().await), "_", "BLPOP timed out: nil");
+    assert!(busy.read_closed().await, "busy session kept open");
 
-    drop(c);
-    let closed = Instant::now();
     let status = proxy.wait_exit(Duration::from_secs(4)).await;
     let status = status.unwrap_or_else(|| panic!("no exit once drained:\n{}", proxy.log()));
     assert!(status.success(), "{status}:\n{}", proxy.log());
     assert!(
-        closed.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
-        closed.elapsed()
+        started.elapsed()
     );
     assert!(proxy.log().contains("drained"), "{}", proxy.log());
 }
@@ -555,7 +559,9 @@ async fn sigterm_closes_lingering_sessions_at_the_drain_timeout() {
     args.extend(["--drain-timeout", "1s"].map(String::from));
     let mut proxy = Running::start(&strs(&args), &[(PASSWORD_VAR, PASSWORD)]);
     let mut c = Resp::connect(proxy.addr).await;
-    assert_eq!(text(&c.cmd(&[b"PING"]).await), "+PONG");
+    // A subscriber keeps the drain deadline.
+    let confirm = text(&c.cmd(&[b"SUBSCRIBE", b"news"]).await);
+    assert!(confirm.contains("subscribe"), "{confirm}");
 
     let started = Instant::now();
     proxy.sigterm();
@@ -569,6 +575,41 @@ async fn sigterm_closes_lingering_sessions_at_the_drain_timeout() {
     );
     assert!(
         proxy.log().contains("drain timeout reached"),
+        "{}",
+        proxy.log()
+    );
+    assert!(c.read_closed().await, "client still connected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_ends_the_drain_at_once_and_says_so() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let mut args = upstream_args(&redis);
+    args.extend(["--drain-timeout", "60s"].map(String::from));
+    let mut proxy = Running::start(&strs(&args), &[(PASSWORD_VAR, PASSWORD)]);
+    let mut c = Resp::connect(proxy.addr).await;
+    let confirm = text(&c.cmd(&[b"SUBSCRIBE", b"news"]).await);
+    assert!(confirm.contains("subscribe"), "{confirm}");
+
+    proxy.sigterm();
+    wait_refused(proxy.addr).await;
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "exited before the deadline"
+    );
+    let started = Instant::now();
+    proxy.sigterm();
+    let status = proxy.wait_exit(Duration::from_secs(3)).await;
+    let status =
+        status.unwrap_or_else(|| panic!("no exit after a second SIGTERM:\n{}", proxy.log()));
+    assert!(status.success(), "{status}:\n{}", proxy.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        proxy.log().contains("second shutdown signal"),
         "{}",
         proxy.log()
     );
@@ -644,6 +685,46 @@ async fn no_secret_in_json_logs_and_every_line_is_json() {
 async fn no_secret_in_text_logs() {
     let redis = RedisServer::start(RedisOptions::default());
     assert_no_secret(&secret_scenario(&redis, "text").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_password_is_never_logged() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let mut args = upstream_args(&redis);
+    args.extend(["--log-level", "trace", "--client-password-env", "CLIENT_PW"].map(String::from));
+    let right = "client-pw-SENTINEL-4";
+    let wrong = "wrong-client-pw-SENTINEL-5";
+    let mut proxy = Running::start(
+        &strs(&args),
+        &[(PASSWORD_VAR, PASSWORD), ("CLIENT_PW", right)],
+    );
+    let mut c = Resp::connect(proxy.addr).await;
+    assert_eq!(
+        text(&c.cmd(&[b"PING"]).await),
+        "-NOAUTH Authentication required."
+    );
+    assert_eq!(
+        text(&c.cmd(&[b"AUTH", wrong.as_bytes()]).await),
+        "-WRONGPASS invalid username-password pair or user is disabled."
+    );
+    assert_eq!(
+        text(&c.cmd(&[b"AUTH", b"u", right.as_bytes()]).await),
+        "+OK"
+    );
+    let hello = text(
+        &c.cmd(&[b"HELLO", b"3", b"AUTH", b"u", right.as_bytes()])
+            .await,
+    );
+    assert!(hello.contains("proto"), "{hello}");
+    drop(c);
+    assert!(proxy.stop().await.success(), "{}", proxy.log());
+    let log = proxy.log();
+    // Not vacuous: the refusal was logged, without the password.
+    assert!(log.contains("wrong client password"), "{log}");
+    assert!(
+        !log.contains("SENTINEL"),
+        "a client password was logged:\n{log}"
+    );
 }
 
 // ---- input that must not take the process down ----

@@ -512,19 +512,19 @@ async fn both_methods_failing_is_one_error_line_naming_both() {
     // As a real client does: connect and send at once.
     let mut c = Resp::connect(proxy.addr).await;
     c.send(&[b"PING"]).await;
-    let mut got = Vec::new();
-    let read = timeout(DEADLINE, c.stream().read_to_end(&mut got))
-        .await
-        .expect("the proxy closes the connection");
     let want = format!(
-        "-{} [iam: WRONGPASS; password: WRONGPASS]\r\n",
+        "-{} [iam: WRONGPASS; password: WRONGPASS]",
         Kind::AuthRejected.client_message()
     );
     assert!(
         want.starts_with("-ERR elasticache-auth-proxy: "),
         "client line is the proxy's own: {want}"
     );
-    assert_eq!(String::from_utf8_lossy(&got), want, "{read:?}");
+    assert_eq!(common::text(&c.read().await), want);
+    // QUIT ends the refusal at once, as Redis ends a session.
+    c.send(&[b"QUIT"]).await;
+    assert_eq!(common::text(&c.read().await), "+OK");
+    assert!(c.read_closed().await);
 
     metric_becomes(proxy.admin, "client_connections_active", 0.0).await;
     Scrape::take(proxy.admin).await.expect(&[
@@ -630,7 +630,7 @@ async fn probes_follow_startup_capacity_and_drain() {
     assert_eq!(probe(admin, "/liveness").await, (200, "ok".into()));
     let mut refused = Resp::connect(proxy.addr).await;
     assert_eq!(
-        text(&refused.read().await),
+        text(&refused.cmd(&[b"PING"]).await),
         "-ERR elasticache-auth-proxy: max connections (1) reached; try again later"
     );
     assert!(refused.read_closed().await);
@@ -643,15 +643,19 @@ async fn probes_follow_startup_capacity_and_drain() {
     probe_becomes(admin, "/readiness", 200, "ok").await;
     assert_eq!(probe(admin, "/startup").await, (200, "ok".into()));
 
-    // Draining with a client still connected: not ready, still alive, and
-    // the client is still served until it leaves.
+    // Draining with a subscriber still connected (idle sessions close at
+    // once): not ready, still alive, and the subscriber is served until it
+    // leaves.
     let mut c = Resp::connect(proxy.addr).await;
     assert_eq!(whoami(&mut c).await, format!("${IAM_USER}"));
+    let confirm = text(&c.cmd(&[b"SUBSCRIBE", b"drain-news"]).await);
+    assert!(confirm.contains("subscribe"), "{confirm}");
     let drained = proxy.shutdown();
     probe_becomes(admin, "/readiness", 503, "draining").await;
     assert_eq!(probe(admin, "/liveness").await, (200, "ok".into()));
     assert_eq!(probe(admin, "/startup").await, (200, "ok".into()));
-    assert_eq!(text(&c.cmd(&[b"PING"]).await), "+PONG");
+    let pong = text(&c.cmd(&[b"PING"]).await);
+    assert!(pong.contains("pong"), "{pong}");
     drop(c);
     // The last client left: the drain ends before its deadline.
     timeout(DEADLINE, drained)
@@ -716,10 +720,13 @@ async fn drain_deadline_closes_what_is_left_and_the_gauges_follow() {
 
     let mut c = Resp::connect(proxy.addr).await;
     assert_eq!(whoami(&mut c).await, format!("${IAM_USER}"));
+    // A subscriber is never at a point to close early.
+    let confirm = text(&c.cmd(&[b"SUBSCRIBE", b"drain-news"]).await);
+    assert!(confirm.contains("subscribe"), "{confirm}");
     let started = Instant::now();
     let drained = proxy.shutdown();
     probe_becomes(proxy.admin, "/readiness", 503, "draining").await;
-    // The client stays; the deadline ends its session.
+    // The subscriber stays; the deadline ends its session.
     timeout(DEADLINE, drained)
         .await
         .expect("the drain ends at its deadline")

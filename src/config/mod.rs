@@ -110,6 +110,10 @@ settings! {
     #[arg(value_name = "VAR")] password_env: String,
     /// File holding the upstream password (trailing whitespace trimmed)
     #[arg(value_name = "FILE")] password_file: PathBuf,
+    /// Environment variable holding a password every client must AUTH with first [default: none, any AUTH is accepted]
+    #[arg(value_name = "VAR")] client_password_env: String,
+    /// File holding the password every client must AUTH with first (trailing whitespace trimmed)
+    #[arg(value_name = "FILE")] client_password_file: PathBuf,
     /// Maximum concurrent client connections, 0 = unlimited [default: 10000]
     #[arg(value_name = "N")] max_connections: usize,
     /// Deadline for upstream TCP connect plus TLS handshake [default: 5s]
@@ -227,6 +231,8 @@ pub struct Config {
     /// `None` when `no-tls` is set: upstream traffic, including AUTH, is plaintext.
     pub tls: Option<Tls>,
     pub auth: Auth,
+    /// Clients must AUTH with this first; `None`: any AUTH is answered `+OK`.
+    pub client_password: Option<Secret>,
     /// 0 = unlimited.
     pub max_connections: usize,
     /// TCP connect plus TLS handshake.
@@ -510,6 +516,12 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
         upstream,
         tls,
         auth: auth(&a, env, &mut warnings)?,
+        client_password: secret(
+            (Setting("client_password_env"), &a.client_password_env),
+            (Setting("client_password_file"), &a.client_password_file),
+            env,
+        )?
+        .map(|(secret, _)| secret),
         max_connections: a.max_connections.unwrap_or(10_000),
         connect_timeout,
         auth_timeout,
@@ -666,9 +678,25 @@ fn auth(
 
 fn password(a: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Password, Error> {
     let (by_env, by_file) = (Setting("password_env"), Setting("password_file"));
-    let (secret, source) = match (&a.password_env, &a.password_file) {
+    let (secret, source) = secret((by_env, &a.password_env), (by_file, &a.password_file), env)?
+        .ok_or(Error::NoPassword(by_env, by_file))?;
+    Ok(Password {
+        user: a.password_user.clone(),
+        secret,
+        source,
+    })
+}
+
+/// A secret named by a pair of settings: an environment variable or a file
+/// (never inline). `None` when neither is set.
+fn secret(
+    (by_env, var): (Setting, &Option<String>),
+    (by_file, file): (Setting, &Option<PathBuf>),
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(Secret, PasswordSource)>, Error> {
+    Ok(Some(match (var, file) {
         (Some(_), Some(_)) => return Err(Error::Conflict(by_env, by_file)),
-        (None, None) => return Err(Error::NoPassword(by_env, by_file)),
+        (None, None) => return Ok(None),
         (Some(var), None) => match env(var) {
             Some(value) if !value.is_empty() => {
                 (Secret::new(value), PasswordSource::Env(var.clone()))
@@ -689,19 +717,17 @@ fn password(a: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Password, 
             })?;
             if text.trim_end().is_empty() {
                 let message = format!("{} is empty; write the password into it", path.display());
-                return Err(invalid("password_file", message));
+                return Err(Error::Invalid {
+                    setting: by_file,
+                    message,
+                });
             }
             (
                 Secret::new(text.trim_end()),
                 PasswordSource::File(path.clone()),
             )
         }
-    };
-    Ok(Password {
-        user: a.password_user.clone(),
-        secret,
-        source,
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -69,9 +69,20 @@ pub enum Class {
     Exec,
     Discard,
     Quit,
+    /// `SYNC` / `PSYNC`: the reply may start a replication stream.
+    Sync,
 }
 
 impl Class {
+    /// What Redis runs before a client has authenticated (the `no_auth`
+    /// commands the proxy tells apart); everything else gets NOAUTH.
+    pub fn allowed_unauthenticated(self) -> bool {
+        matches!(
+            self,
+            Class::Auth | Class::Hello | Class::Quit | Class::Reset
+        )
+    }
+
     /// Whether the session must see the whole command before acting on it
     /// (it rewrites or drops it); every other command streams through.
     pub fn needs_args(self) -> bool {
@@ -126,6 +137,8 @@ pub fn classify(name: &[u8], argc: u64) -> Class {
         Class::Discard
     } else if is("quit") {
         Class::Quit
+    } else if is("sync") || is("psync") {
+        Class::Sync
     } else {
         Class::Plain
     }
@@ -167,6 +180,8 @@ pub struct Hello<'a> {
     pub proto: Option<u8>,
     /// The arguments to forward (name included), without `AUTH user pass`.
     pub args: Vec<&'a [u8]>,
+    /// The AUTH clause's user and password, if there was one.
+    pub auth: Option<(&'a [u8], &'a [u8])>,
 }
 
 /// Splits a client's `HELLO [protover [AUTH user pass] [SETNAME name]]`.
@@ -179,6 +194,7 @@ pub fn hello<'a>(args: &[&'a [u8]]) -> Result<Hello<'a>, String> {
         _ => None,
     });
     let mut out = Vec::with_capacity(args.len());
+    let mut auth = None;
     let mut i = 0;
     while i < args.len() {
         if i >= 2 && args[i].eq_ignore_ascii_case(b"auth") {
@@ -189,13 +205,18 @@ pub fn hello<'a>(args: &[&'a [u8]]) -> Result<Hello<'a>, String> {
                     String::from_utf8_lossy(args[i])
                 ));
             }
+            auth = Some((args[i + 1], args[i + 2]));
             i += 3;
             continue;
         }
         out.push(args[i]);
         i += 1;
     }
-    Ok(Hello { proto, args: out })
+    Ok(Hello {
+        proto,
+        args: out,
+        auth,
+    })
 }
 
 #[cfg(test)]
@@ -243,6 +264,8 @@ mod tests {
             ("EXEC", 1, Class::Exec),
             ("discard", 1, Class::Discard),
             ("quit", 1, Class::Quit),
+            ("SYNC", 1, Class::Sync),
+            ("psync", 3, Class::Sync),
             ("averyveryverylongcommand", 1, Class::Plain),
         ];
         for (name, argc, want) in cases {

@@ -36,6 +36,9 @@ pub enum Pending {
     Exec,
     Discard,
     Quit,
+    /// SYNC or PSYNC: a non-error reply turns the connection into a
+    /// replication stream.
+    Sync,
     /// A command the proxy answers itself, in its turn (never forwarded).
     /// With `standin`, a PING went upstream in its place so that the
     /// server's per-command state (a pending CLIENT REPLY SKIP) moves as it
@@ -77,6 +80,7 @@ impl From<Class> for Pending {
             Class::Exec => Pending::Exec,
             Class::Discard => Pending::Discard,
             Class::Quit => Pending::Quit,
+            Class::Sync => Pending::Sync,
         }
     }
 }
@@ -361,6 +365,28 @@ impl Ledger {
     /// inside, so it may be forwarded while still arriving.
     pub fn head_is_plain(&self) -> bool {
         matches!(self.head, Some((Pending::Plain, _)))
+    }
+
+    /// True while the reply at the head is the one to a SYNC/PSYNC.
+    pub fn head_is_sync(&self) -> bool {
+        matches!(self.head, Some((Pending::Sync, _)))
+    }
+
+    /// Whether the client is still owed a reply from the server: some
+    /// entry, judged in order in the state it will meet, expects one. The
+    /// proxy's own AUTHs and replies the client switched off are not owed.
+    pub fn owes_client(&self) -> bool {
+        if let Some((p, _)) = &self.head {
+            if *p != Pending::ProxyAuth {
+                return true;
+            }
+        }
+        let mut state = self.state.clone();
+        self.queue.iter().any(|p| {
+            let expect = state.activate(p);
+            state.apply(p, None);
+            *p != Pending::ProxyAuth && expect.is_some()
+        })
     }
 
     /// Whether `settle` has anything to do.

@@ -11,6 +11,7 @@
 pub mod ledger;
 mod open;
 mod reauth;
+pub mod refuse;
 
 use std::{
     collections::VecDeque,
@@ -44,6 +45,11 @@ const MAX_HELD_COMMAND: usize = 1024 * 1024;
 /// Sent upstream in place of a command the proxy answers itself; see
 /// [`Pending::Local`].
 const STANDIN: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+/// Redis's replies to a client that has not authenticated (with
+/// `--client-password-*` set) and to a wrong password.
+const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
+const NOAUTH_HELLO: &[u8] = b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n";
+const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
 /// A closing session gets this long to deliver its last bytes.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -53,6 +59,10 @@ pub struct Context {
     pub auth: auth::Provider,
     pub limits: Limits,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Every client must AUTH with this first (`--client-password-*`).
+    pub client_password: Option<crate::auth::Secret>,
+    /// Turns true when the proxy starts draining.
+    pub drain: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Per-session bounds (invariant 7).
@@ -81,6 +91,10 @@ pub enum End {
     ClientProtocol,
     Idle,
     ClientIo(io::Error),
+    /// The client began a TLS handshake on the plaintext listener.
+    ClientTls,
+    /// The proxy is shutting down and the session had nothing owed.
+    Drained,
 }
 
 /// Who a session serves, for logs.
@@ -111,13 +125,40 @@ impl Drop for Live {
     }
 }
 
-/// Opens and authenticates the upstream connection, then relays until either
-/// side closes. The client is told, as a RESP error, why a session ends when
-/// the proxy ends it.
+/// How long a client the proxy cannot serve gets its commands answered with
+/// the reason before the proxy closes.
+pub const REFUSAL_LINGER: Duration = Duration::from_secs(10);
+
+/// Waits for the client's first bytes, then opens and authenticates the
+/// upstream connection and relays until either side closes. A client that
+/// closes without sending anything (a TCP probe, a port scan) costs no
+/// upstream connection and no AUTH. When the upstream cannot be opened, the
+/// client's commands are answered with the reason (see [`refuse`]).
 pub async fn run<C>(mut client: C, ctx: Arc<Context>, conn: Conn) -> End
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut first = BytesMut::with_capacity(READ_CHUNK);
+    let idle = ctx.limits.idle_timeout;
+    let mut drain = ctx.drain.clone();
+    tokio::select! {
+        r = client.read_buf(&mut first) => match r {
+            Ok(0) => return End::ClientClosed,
+            Ok(n) => ctx.metrics.bytes.with_label_values(&["to_upstream"]).inc_by(n as u64),
+            Err(e) => return End::ClientIo(e),
+        },
+        () = tokio::time::sleep(idle), if !idle.is_zero() => return End::Idle,
+        // Nothing owed, nothing sent: a draining proxy just closes.
+        Ok(_) = drain.wait_for(|d| *d) => return End::Drained,
+    }
+    if looks_like_tls(&first) {
+        ctx.metrics.client_tls_refused.inc();
+        warn!(
+            "client spoke TLS; use redis:// (plaintext) to the proxy, which does the TLS upstream"
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
+        return End::ClientTls;
+    }
     let mut pending = BytesMut::new();
     let (upstream, method) = match open(&ctx, &conn, &mut pending).await {
         Ok(opened) => opened,
@@ -127,13 +168,20 @@ where
                 .with_label_values(&[e.kind.as_str()])
                 .inc();
             warn!(kind = e.kind.as_str(), side = ?e.side, detail = %e.detail, "cannot open upstream connection");
-            let _ = client.write_all(&resp::error_reply(&e.client_line())).await;
-            let _ = client.shutdown().await;
+            let line = resp::error_reply(&e.client_line());
+            refuse::answer_with(client, first, line, REFUSAL_LINGER, ctx.limits.max_frame).await;
             return End::Upstream(e);
         }
     };
     let mut relay = Relay::new(ctx, pending, method, conn);
+    relay.cbuf = first;
     relay.run(client, upstream).await
+}
+
+/// A TLS record carrying a ClientHello: a handshake record (0x16) of TLS
+/// 1.0 to 1.3 (0x03 0x01..0x04 on the wire). No RESP command starts so.
+fn looks_like_tls(first: &[u8]) -> bool {
+    first.first() == Some(&0x16) && first.get(1).is_none_or(|&b| b == 0x03)
 }
 
 /// Bytes queued for one peer, written with vectored writes.
@@ -244,6 +292,20 @@ struct Relay {
     /// The client closed: what it sent still goes upstream (Redis runs what
     /// it has read), then the session ends.
     client_eof: bool,
+    /// After the client's EOF the upstream's write side was shut down: the
+    /// server answers what it read, then closes, as it does for a direct
+    /// client that half-closes.
+    up_shut: bool,
+    /// A SYNC/PSYNC was sent: client bytes wait until its reply shows
+    /// whether the connection turns into a replication stream.
+    sync_wait: bool,
+    /// The connection is a replication stream: relayed raw both ways.
+    raw: bool,
+    /// The proxy is draining: close at the next point with nothing owed.
+    draining: bool,
+    /// The client has authenticated against the local client password
+    /// (always true when none is set).
+    local_authed: bool,
     stray_warned: bool,
 }
 
@@ -254,6 +316,9 @@ impl Relay {
         let bytes_up = ctx.metrics.bytes.with_label_values(&["to_upstream"]);
         let bytes_down = ctx.metrics.bytes.with_label_values(&["to_client"]);
         let live = Live::new(&ctx.metrics, method);
+        let local_authed = ctx.client_password.is_none();
+        let mut req = Scanner::new(Side::Request, max);
+        req.set_unauthenticated(!local_authed);
         Relay {
             ctx,
             conn,
@@ -270,7 +335,7 @@ impl Relay {
             method,
             live,
             ledger: Ledger::new(),
-            req: Scanner::new(Side::Request, max),
+            req,
             cbuf: BytesMut::with_capacity(READ_CHUNK),
             cstart: 0,
             cpos: 0,
@@ -288,6 +353,11 @@ impl Relay {
             quit_sent: false,
             send_multi: false,
             client_eof: false,
+            up_shut: false,
+            sync_wait: false,
+            raw: false,
+            draining: false,
+            local_authed,
             stray_warned: false,
         }
     }
@@ -317,20 +387,37 @@ impl Relay {
         let mut reauth_armed_for: Option<Instant> = None;
         let hold_sleep = tokio::time::sleep(Duration::MAX / 4);
         tokio::pin!(hold_sleep);
+        let mut drain = self.ctx.drain.clone();
         if !self.ubuf.is_empty() {
             if let Err(e) = self.on_upstream_bytes() {
                 self.fail(e);
             }
         }
+        if !self.cbuf.is_empty() {
+            self.on_client_bytes();
+        }
         let end = loop {
+            if self.raw {
+                break self.pipe(&mut cr, &mut cw, &mut ur, &mut uw).await;
+            }
             if self.close_when_settled.is_some() && self.ledger.is_empty() && !self.ustream {
                 self.closing = self.close_when_settled.take();
+            }
+            if self.closing.is_none() && self.settled_with_nothing_owed() {
+                if self.client_eof {
+                    self.closing = Some(End::ClientClosed);
+                } else if self.draining && self.drain_point_ahead() {
+                    debug!("draining: closing at a point with nothing owed");
+                    self.closing = Some(End::Drained);
+                }
             }
             if self.closing.is_some() && !self.to_client.busy() {
                 break self.closing.take().expect("checked just above");
             }
-            if self.client_eof && (!self.to_up.busy() || self.closing.is_some()) {
-                break End::ClientClosed;
+            if self.client_eof && !self.up_shut && !self.to_up.busy() && self.closing.is_none() {
+                // Replies are still owed: let the server see the EOF too.
+                self.up_shut = true;
+                let _ = tokio::time::timeout(Duration::from_secs(1), uw.shutdown()).await;
             }
             if !close_armed && (self.closing.is_some() || self.client_eof) {
                 close_armed = true;
@@ -366,6 +453,8 @@ impl Relay {
             let read_client = self.closing.is_none()
                 && !self.client_eof
                 && self.close_when_settled.is_none()
+                && !self.sync_wait
+                && (!self.draining || !self.drain_point_ahead())
                 && !self.holding_for_reauth()
                 && self.to_up.len < HIGH_WATER
                 && self.ledger.len() < self.ctx.limits.max_pipeline;
@@ -381,7 +470,7 @@ impl Relay {
                         break End::ClientIo(e);
                     }
                 }
-                r = self.to_up.write_to(&mut uw), if self.to_up.busy() && self.closing.is_none() => {
+                r = self.to_up.write_to(&mut uw), if self.to_up.busy() && self.closing.is_none() && !self.up_shut => {
                     if let Err(e) = r {
                         self.fail(Error::upstream(Kind::Io, format!("write: {e}")));
                     }
@@ -391,6 +480,12 @@ impl Relay {
                         Ok(0) => self.upstream_closed(),
                         Ok(n) => {
                             self.bytes_down.inc_by(n as u64);
+                            if self.client_eof {
+                                // Still delivering owed replies: not stuck.
+                                close_sleep
+                                    .as_mut()
+                                    .reset(tokio::time::Instant::now() + CLOSE_GRACE);
+                            }
                             if let Err(e) = self.on_upstream_bytes() {
                                 self.fail(e);
                             }
@@ -425,6 +520,10 @@ impl Relay {
                 () = &mut close_sleep, if close_armed => {
                     break self.closing.take().unwrap_or(End::ClientClosed);
                 }
+                Ok(r) = drain.wait_for(|d| *d), if !self.draining => {
+                    drop(r);
+                    self.draining = true;
+                }
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), cw.shutdown()).await;
@@ -432,10 +531,70 @@ impl Relay {
         end
     }
 
+    /// Every reply owed has been delivered or queued, and nothing is half
+    /// relayed in either direction.
+    fn settled_with_nothing_owed(&self) -> bool {
+        self.ledger.is_empty() && !self.ustream && !self.cstream && !self.sync_wait
+    }
+
+    /// Draining closes a session once nothing is owed, unless its state
+    /// outlives single commands (MULTI, subscribed, MONITOR): those keep the
+    /// drain deadline. No new command is read while this holds.
+    fn drain_point_ahead(&self) -> bool {
+        let st = self.ledger.state();
+        self.cbuf.is_empty() && !self.cstream && !st.multi && !st.monitor && st.subs.is_empty()
+    }
+
+    /// A replication stream (after SYNC/PSYNC): what is queued goes out,
+    /// then bytes are copied both ways unparsed until both sides close.
+    async fn pipe<CR, CW, UR, UW>(
+        &mut self,
+        cr: &mut CR,
+        cw: &mut CW,
+        ur: &mut UR,
+        uw: &mut UW,
+    ) -> End
+    where
+        CR: AsyncRead + Unpin,
+        CW: AsyncWrite + Unpin,
+        UR: AsyncRead + Unpin,
+        UW: AsyncWrite + Unpin,
+    {
+        debug!(conn = self.conn.id, "replication stream: relaying raw");
+        let (to_client, to_up) = (&mut self.to_client, &mut self.to_up);
+        let flushed = tokio::try_join!(
+            async {
+                while to_client.busy() {
+                    to_client.write_to(cw).await?;
+                }
+                Ok::<_, io::Error>(())
+            },
+            async {
+                while to_up.busy() {
+                    to_up.write_to(uw).await?;
+                }
+                Ok::<_, io::Error>(())
+            },
+        );
+        if let Err(e) = flushed {
+            return End::ClientIo(e);
+        }
+        let mut client = tokio::io::join(cr, cw);
+        let mut upstream = tokio::io::join(ur, uw);
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((up, down)) => {
+                self.bytes_up.inc_by(up);
+                self.bytes_down.inc_by(down);
+                End::ClientClosed
+            }
+            Err(e) => End::ClientIo(e),
+        }
+    }
+
     // ---- client → upstream ----
 
     fn on_client_bytes(&mut self) {
-        while self.cpos < self.cbuf.len() && self.close_when_settled.is_none() {
+        while self.cpos < self.cbuf.len() && self.close_when_settled.is_none() && !self.sync_wait {
             let (n, done) = match self.req.advance(&self.cbuf[self.cpos..]) {
                 Ok(step) => step,
                 Err(e) => {
@@ -495,6 +654,9 @@ impl Relay {
             self.cut_command();
             if let Some(name) = args.first() {
                 let class = resp::command::classify(name, args.len() as u64);
+                if !self.local_authed && !class.allowed_unauthenticated() {
+                    return self.answer_locally(Answer::Error(Bytes::from_static(NOAUTH)));
+                }
                 let args: Vec<Bytes> = args.into_iter().map(Bytes::from).collect();
                 self.command_with_args(class, &args, None);
             }
@@ -505,6 +667,10 @@ impl Relay {
         };
         let name = &self.cbuf[self.cstart + off..self.cstart + off + len];
         let class = resp::command::classify(name, head.argc);
+        if !self.local_authed && !class.allowed_unauthenticated() {
+            self.cut_command();
+            return self.answer_locally(Answer::Error(Bytes::from_static(NOAUTH)));
+        }
         if !class.needs_args() {
             self.cstart = self.cpos;
             return self.forwarded(class);
@@ -543,6 +709,9 @@ impl Relay {
             Class::Auth => {
                 // Answered here, in its turn; never forwarded (invariant 2).
                 let answer = match refs.len() {
+                    n @ (2 | 3) if self.ctx.client_password.is_some() => {
+                        self.client_auth(refs[n - 1])
+                    }
                     2 | 3 => Answer::Auth,
                     n if n > 3 => Answer::Error(resp::error_reply("ERR syntax error")),
                     _ => Answer::Error(resp::error_reply(
@@ -553,6 +722,21 @@ impl Relay {
             }
             Class::Hello => match command::hello(&refs) {
                 Ok(mut hello) => {
+                    if self.ctx.client_password.is_some() {
+                        let refused = match hello.auth {
+                            Some((_, password)) => match self.client_auth(password) {
+                                Answer::Auth => None,
+                                wrong => Some(wrong),
+                            },
+                            None if !self.local_authed => {
+                                Some(Answer::Error(Bytes::from_static(NOAUTH_HELLO)))
+                            }
+                            None => None,
+                        };
+                        if let Some(answer) = refused {
+                            return self.answer_locally(answer);
+                        }
+                    }
                     // In IAM mode HELLO carries a fresh token, which also
                     // restarts the server's 12-hour window.
                     let identity = match (self.method, hello.proto) {
@@ -594,13 +778,23 @@ impl Relay {
 
     /// Records a command whose bytes are (or are about to be) on their way up.
     fn forwarded(&mut self, class: Class) {
+        // Redis refuses SYNC inside MULTI with a plain error.
+        let class = match class {
+            Class::Sync if self.send_multi => Class::Plain,
+            other => other,
+        };
         self.ledger.push(class.into());
         match class {
+            Class::Sync => self.sync_wait = true,
             Class::Quit => self.quit_sent = true,
             Class::Multi => self.send_multi = true,
             Class::Exec | Class::Discard => self.send_multi = false,
             Class::Reset => {
                 self.send_multi = false;
+                if self.ctx.client_password.is_some() {
+                    // As in Redis: after RESET the client must AUTH again.
+                    self.set_local_authed(false);
+                }
                 self.reauthenticate_after_reset();
             }
             _ => {}
@@ -623,10 +817,41 @@ impl Relay {
         }
     }
 
+    /// Checks a client's AUTH (or HELLO AUTH) password against the local
+    /// client password, in constant time. The user name is not checked:
+    /// upstream every client runs as the proxy's user.
+    fn client_auth(&mut self, given: &[u8]) -> Answer {
+        let ok = self
+            .ctx
+            .client_password
+            .as_ref()
+            .is_some_and(|want| constant_time_eq(given, want.expose().as_bytes()));
+        let outcome = if ok { "success" } else { "failure" };
+        self.ctx
+            .metrics
+            .client_auth
+            .with_label_values(&[outcome])
+            .inc();
+        if ok {
+            self.set_local_authed(true);
+            Answer::Auth
+        } else {
+            warn!(conn = self.conn.id, client = %self.conn.peer, "client AUTH refused: wrong client password");
+            Answer::Error(Bytes::from_static(WRONGPASS))
+        }
+    }
+
+    fn set_local_authed(&mut self, authed: bool) {
+        self.local_authed = authed;
+        self.req.set_unauthenticated(!authed);
+    }
+
     /// Starts or continues forwarding a large command that is still arriving.
     fn stream_command(&mut self) {
         let scanned = self.cpos - self.cstart;
-        if scanned < STREAM_THRESHOLD {
+        // An unauthenticated client's command is held whole (Redis's limits
+        // keep it under 170 KB) so that it can be refused.
+        if scanned < STREAM_THRESHOLD || !self.local_authed {
             return;
         }
         if !self.cstream {
@@ -676,7 +901,17 @@ impl Relay {
     // ---- upstream → client ----
 
     fn on_upstream_bytes(&mut self) -> Result<(), Error> {
+        let mut sync_refused = false;
         while self.upos < self.ubuf.len() {
+            let at_sync = self.sync_wait && self.rep.at_boundary() && self.ledger.head_is_sync();
+            if at_sync && self.ubuf[self.upos] != b'-' {
+                // `+FULLRESYNC`, `$<len>`, `$EOF:` or the `\n` keepalives of
+                // a forking server: a replication stream, not RESP, from
+                // here on in both directions.
+                self.start_raw();
+                return Ok(());
+            }
+            sync_refused |= at_sync;
             let (n, done) = self
                 .rep
                 .advance(&self.ubuf[self.upos..])
@@ -715,7 +950,25 @@ impl Relay {
             self.settle();
         }
         self.forward_replies();
+        if sync_refused && !self.ledger.head_is_sync() {
+            // SYNC got an error (ElastiCache refuses it): carry on as RESP.
+            self.sync_wait = false;
+            self.on_client_bytes();
+        }
         Ok(())
+    }
+
+    /// Turns the session into a raw pipe: everything the server sent from
+    /// here and everything the client sent after SYNC goes on as it is.
+    fn start_raw(&mut self) {
+        self.sync_wait = false;
+        self.raw = true;
+        self.ustart = self.ubuf.len();
+        self.upos = self.ustart;
+        self.forward_replies();
+        self.to_up.push(self.cbuf.split().freeze());
+        self.cstart = 0;
+        self.cpos = 0;
     }
 
     fn forward_replies(&mut self) {
@@ -783,6 +1036,18 @@ impl Relay {
         if self.quit_sent {
             self.forward_replies();
             self.closing = Some(End::Quit);
+        } else if self.client_eof || !self.ledger.owes_client() {
+            // Nothing owed: the client sees the close, as it would direct.
+            debug!(conn = self.conn.id, "the server closed the connection");
+            self.forward_replies();
+            self.closing = Some(if self.client_eof {
+                End::ClientClosed
+            } else {
+                End::Upstream(Error::upstream(
+                    Kind::Closed,
+                    "the server closed the connection",
+                ))
+            });
         } else {
             self.fail(Error::upstream(
                 Kind::Closed,
@@ -801,8 +1066,9 @@ impl Relay {
             .with_label_values(&[e.kind.as_str()])
             .inc();
         self.forward_replies();
-        // A half-relayed reply cannot be followed by an error frame.
-        if !self.ustream {
+        // An error goes only in place of a reply that is owed, and a
+        // half-relayed reply cannot be followed by one.
+        if !self.ustream && !self.client_eof && self.ledger.owes_client() {
             self.to_client
                 .push(resp::error_reply(e.kind.client_message()));
         }
@@ -829,4 +1095,15 @@ fn multibulk_args(frame: &Bytes) -> Vec<Bytes> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// Compares two secrets in time that depends on neither's content nor on
+/// where they differ: their SHA-256 digests are compared in full.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (da, db) = (Sha256::digest(a), Sha256::digest(b));
+    da.iter()
+        .zip(db.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }

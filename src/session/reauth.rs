@@ -141,6 +141,9 @@ impl Relay {
             || self.ustream
             || self.closing.is_some()
             || self.close_when_settled.is_some()
+            || self.client_eof
+            || self.sync_wait
+            || self.raw
         {
             return;
         }
@@ -187,6 +190,8 @@ impl Relay {
             && self.to_up.queue.is_empty()
             && self.closing.is_none()
             && self.close_when_settled.is_none()
+            && !self.client_eof
+            && !self.raw
     }
 
     /// Moves the session to a fresh authenticated connection, make before

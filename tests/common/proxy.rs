@@ -55,6 +55,13 @@ impl Proxy {
         Proxy::serve(server, &cfg, None).await
     }
 
+    /// Starts a proxy from a loaded configuration (for settings whose
+    /// secrets come from variables other than `PASSWORD_ENV`).
+    pub async fn serve_config(cfg: &config::Config) -> Proxy {
+        let server = Server::bind(cfg).await.expect("proxy binds");
+        Proxy::serve(server, cfg, None).await
+    }
+
     /// Settings for IAM against the emulator on `emulator_port`, trusting
     /// `redis`'s test CA (the emulator serves the same certificate).
     pub fn iam_args(redis: &RedisServer, emulator_port: u16) -> config::Args {
