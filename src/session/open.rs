@@ -99,9 +99,23 @@ pub(super) async fn open(
     Err(error)
 }
 
+/// How ElastiCache says it throttled an IAM AUTH: over the limit on an
+/// authenticated connection, the IAM service unavailable, and, before
+/// authentication, a bare `service is not available` (AWS's public-endpoint
+/// documentation). Any message naming throttling counts too.
+const THROTTLE_MESSAGES: &[&str] = &[
+    "exceeded limit of iam authentication requests",
+    "iam authentication service is not available",
+    "service is not available",
+    "throttl",
+];
+
 /// Whether the server throttled an AUTH (IamAuthenticationThrottling).
 fn is_throttle(e: &Error) -> bool {
-    e.kind == Kind::AuthRejected && e.detail.to_ascii_lowercase().contains("throttl")
+    e.kind == Kind::AuthRejected && {
+        let detail = e.detail.to_ascii_lowercase();
+        THROTTLE_MESSAGES.iter().any(|m| detail.contains(m))
+    }
 }
 
 /// A few safe words for the client about why a method failed: the server's
@@ -182,5 +196,33 @@ pub(super) fn record_attempt(
             reauth,
             "upstream AUTH failed"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elasticache_throttling_replies_are_throttling() {
+        let rejected = |line: &str| Error::upstream(Kind::AuthRejected, line);
+        for line in [
+            "ERR Exceeded limit of IAM Authentication requests",
+            "ERR IAM Authentication service is not available",
+            "ERR service is not available",
+            "ERR Syntax error in HELLO option 'IAM authentication throttled (elasticache-iam-emulator)'",
+        ] {
+            assert!(is_throttle(&rejected(line)), "{line}");
+            assert_eq!(short_reason(&rejected(line)), "throttled", "{line}");
+        }
+        for line in [
+            "WRONGPASS invalid username-password pair or user is disabled.",
+            "NOPERM this user has no permissions",
+        ] {
+            assert!(!is_throttle(&rejected(line)), "{line}");
+        }
+        // A connection that failed is not a throttled AUTH, whatever it says.
+        let io = Error::upstream(Kind::Io, "service is not available");
+        assert!(!is_throttle(&io));
     }
 }
