@@ -8,14 +8,15 @@
 //! own the metrics (it renders the [`Metrics`] it is given).
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
     future::Future,
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -51,7 +52,12 @@ const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 #[derive(Debug, Default)]
 pub struct Health {
     /// Listeners are bound and the first identity is ready. Never unset.
-    started: AtomicBool,
+    identity_ready: AtomicBool,
+    /// What the last upstream authentication (a session's or a probe's)
+    /// says about the upstream, and when a probe last ran.
+    upstream: Mutex<Upstream>,
+    /// Wakes the prober (see [`Health::want_probe`]).
+    probe: Notify,
     /// Shutdown began. Never unset.
     draining: AtomicBool,
     /// Live client connections.
@@ -59,6 +65,21 @@ pub struct Health {
     /// `--max-connections`; 0 = unlimited.
     max_connections: usize,
 }
+
+/// The upstream as the last authentication attempt found it.
+#[derive(Debug, Default)]
+struct Upstream {
+    /// Some connection authenticated once: startup is over.
+    authenticated_once: bool,
+    /// The last outcome: `Err(kind)` names the failure (`error::Kind`).
+    last: Option<(Result<(), &'static str>, Instant)>,
+    probed_at: Option<Instant>,
+}
+
+/// Probes run at most this often, however often the endpoints are asked.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// With no connection in this long, the next readiness check probes.
+const PROBE_WHEN_QUIET: Duration = Duration::from_secs(30);
 
 impl Health {
     /// Not started, not draining, no connections; `max_connections` 0 means
@@ -73,7 +94,51 @@ impl Health {
     /// Listeners are bound and the first identity is ready: `/startup` turns
     /// 200 and `/readiness` may.
     pub fn set_started(&self) {
-        self.started.store(true, Ordering::Relaxed);
+        self.identity_ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Records how an upstream connection's authentication went (a
+    /// session's or a probe's): `Err` carries the `error::Kind` name.
+    pub fn record_upstream(&self, outcome: Result<(), &'static str>) {
+        let mut up = self.upstream.lock().unwrap_or_else(|e| e.into_inner());
+        up.authenticated_once |= outcome.is_ok();
+        up.last = Some((outcome, Instant::now()));
+    }
+
+    /// The kind of the last upstream failure, unless a success came since.
+    pub fn upstream_failure(&self) -> Option<&'static str> {
+        let up = self.upstream.lock().unwrap_or_else(|e| e.into_inner());
+        match up.last {
+            Some((Err(kind), _)) => Some(kind),
+            _ => None,
+        }
+    }
+
+    /// Asks for a probe of the upstream when what is known is missing,
+    /// failed or old, at most once per [`PROBE_INTERVAL`]. Never waits: the
+    /// endpoint answers from what is known now, the probe updates it later.
+    pub fn want_probe(&self) {
+        if !self.identity_ready.load(Ordering::Relaxed) || self.draining() {
+            return;
+        }
+        let now = Instant::now();
+        let mut up = self.upstream.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = match up.last {
+            Some((Ok(()), at)) => now.duration_since(at) >= PROBE_WHEN_QUIET,
+            _ => true,
+        };
+        let due = up
+            .probed_at
+            .is_none_or(|at| now.duration_since(at) >= PROBE_INTERVAL);
+        if stale && due {
+            up.probed_at = Some(now);
+            self.probe.notify_one();
+        }
+    }
+
+    /// Resolves when a probe is wanted (for the server's prober).
+    pub async fn probe_wanted(&self) {
+        self.probe.notified().await;
     }
 
     /// Shutdown began: `/readiness` turns 503 for good, so the load balancer
@@ -100,9 +165,15 @@ impl Health {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Whether [`Health::set_started`] was called.
+    /// Started: the first identity is ready ([`Health::set_started`]) and
+    /// an upstream connection has authenticated with it once.
     pub fn started(&self) -> bool {
-        self.started.load(Ordering::Relaxed)
+        self.identity_ready.load(Ordering::Relaxed)
+            && self
+                .upstream
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .authenticated_once
     }
 
     /// Whether [`Health::set_draining`] was called.
@@ -124,15 +195,28 @@ impl Health {
     /// Why the proxy is not ready, as `/readiness` says it; `None` if ready.
     /// Draining comes first: a proxy shutting down during startup is going
     /// away, not coming up.
-    fn not_ready_reason(&self) -> Option<&'static str> {
+    fn not_ready_reason(&self) -> Option<Cow<'static, str>> {
         if self.draining() {
-            Some("draining")
+            Some("draining".into())
+        } else if let Some(kind) = self.upstream_failure() {
+            Some(format!("upstream failing: {kind}").into())
         } else if !self.started() {
-            Some("starting")
+            Some("starting".into())
         } else if self.at_capacity() {
-            Some("at max connections")
+            Some("at max connections".into())
         } else {
             None
+        }
+    }
+
+    /// Why `/startup` is not 200 yet; `None` once started.
+    fn startup_reason(&self) -> Option<Cow<'static, str>> {
+        if self.started() {
+            None
+        } else if let Some(kind) = self.upstream_failure() {
+            Some(format!("upstream failing: {kind}").into())
+        } else {
+            Some("starting".into())
         }
     }
 }
@@ -149,21 +233,21 @@ enum Action {
 }
 
 /// The routing decision for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Route {
     status: StatusCode,
     /// Body text (ignored for [`Action::Metrics`]).
-    body: &'static str,
+    body: Cow<'static, str>,
     /// The `Allow` header for 405 responses.
     allow: Option<&'static str>,
     action: Action,
 }
 
 impl Route {
-    fn new(status: StatusCode, body: &'static str, action: Action) -> Route {
+    fn new(status: StatusCode, body: impl Into<Cow<'static, str>>, action: Action) -> Route {
         Route {
             status,
-            body,
+            body: body.into(),
             allow: None,
             action,
         }
@@ -172,7 +256,7 @@ impl Route {
     fn method_not_allowed(allow: &'static str) -> Route {
         Route {
             status: StatusCode::METHOD_NOT_ALLOWED,
-            body: "method not allowed",
+            body: "method not allowed".into(),
             allow: Some(allow),
             action: Action::None,
         }
@@ -185,15 +269,18 @@ impl Route {
 fn route(method: &Method, path: &str, peer_is_loopback: bool, health: &Health) -> Route {
     const GET_HEAD: &str = "GET, HEAD";
     let get = *method == Method::GET || *method == Method::HEAD;
-    let ok = |body| Route::new(StatusCode::OK, body, Action::None);
-    let unavailable = |body| Route::new(StatusCode::SERVICE_UNAVAILABLE, body, Action::None);
+    let ok = |body: &'static str| Route::new(StatusCode::OK, body, Action::None);
+    let unavailable =
+        |body: Cow<'static, str>| Route::new(StatusCode::SERVICE_UNAVAILABLE, body, Action::None);
     match path {
         "/metrics" | "/startup" | "/readiness" | "/liveness" if !get => {
             Route::method_not_allowed(GET_HEAD)
         }
         "/metrics" => Route::new(StatusCode::OK, "", Action::Metrics),
-        "/startup" if health.started() => ok("ok"),
-        "/startup" => unavailable("starting"),
+        "/startup" => match health.startup_reason() {
+            None => ok("ok"),
+            Some(reason) => unavailable(reason),
+        },
         "/readiness" => match health.not_ready_reason() {
             None => ok("ok"),
             Some(reason) => unavailable(reason),
@@ -407,20 +494,21 @@ fn respond(
     peer_is_loopback: bool,
     state: &State,
 ) -> Response<Full<Bytes>> {
-    let route = route(
-        req.method(),
-        req.uri().path(),
-        peer_is_loopback,
-        &state.health,
-    );
+    let path = req.uri().path();
+    if path == "/startup" || path == "/readiness" {
+        // The answer is what is known now; a probe, if one is due, runs
+        // on its own and updates it for the next request.
+        state.health.want_probe();
+    }
+    let route = route(req.method(), path, peer_is_loopback, &state.health);
     let (body, content_type) = match route.action {
         Action::Metrics => (Bytes::from(state.metrics.render()), METRICS_CONTENT_TYPE),
         Action::Quit => {
             info!("shutdown requested through /quitquitquit");
             state.quit.notify_one();
-            (Bytes::from_static(route.body.as_bytes()), TEXT_CONTENT_TYPE)
+            (Bytes::from(route.body.into_owned()), TEXT_CONTENT_TYPE)
         }
-        Action::None => (Bytes::from_static(route.body.as_bytes()), TEXT_CONTENT_TYPE),
+        Action::None => (Bytes::from(route.body.into_owned()), TEXT_CONTENT_TYPE),
     };
     if route.status == StatusCode::FORBIDDEN {
         warn!(
@@ -448,6 +536,7 @@ mod tests {
         let h = Health::new(max);
         if started {
             h.set_started();
+            h.record_upstream(Ok(()));
         }
         if draining {
             h.set_draining();
@@ -479,6 +568,68 @@ mod tests {
             assert_eq!(h.started(), started);
             assert_eq!(h.draining(), draining);
         }
+    }
+
+    #[test]
+    fn the_upstream_decides_startup_and_readiness() {
+        let h = Health::new(0);
+        h.set_started();
+        // The identity alone does not start it: no AUTH has worked yet.
+        assert!(!h.started());
+        assert_eq!(h.startup_reason().as_deref(), Some("starting"));
+        h.record_upstream(Err("auth_rejected"));
+        assert_eq!(
+            h.startup_reason().as_deref(),
+            Some("upstream failing: auth_rejected")
+        );
+        assert_eq!(
+            h.not_ready_reason().as_deref(),
+            Some("upstream failing: auth_rejected")
+        );
+        h.record_upstream(Ok(()));
+        assert!(h.started() && h.ready());
+        // Started stays started; readiness follows the upstream.
+        h.record_upstream(Err("connect"));
+        assert!(h.started());
+        assert_eq!(
+            h.not_ready_reason().as_deref(),
+            Some("upstream failing: connect")
+        );
+        h.record_upstream(Ok(()));
+        assert!(h.ready());
+    }
+
+    #[test]
+    fn probes_are_wanted_at_a_bounded_rate_and_only_when_needed() {
+        let h = Health::new(0);
+        let wanted = |h: &Health| {
+            h.want_probe();
+            // `notify_one` stores one permit: take it, if it was given.
+            let fut = h.probe_wanted();
+            futures_now(fut)
+        };
+        // No identity yet: nothing to probe with.
+        assert!(!wanted(&h));
+        h.set_started();
+        assert!(wanted(&h), "nothing known yet");
+        assert!(!wanted(&h), "again at once: rate-limited");
+        h.upstream.lock().unwrap().probed_at = Some(Instant::now() - PROBE_INTERVAL);
+        assert!(wanted(&h), "failed or unknown, after the interval");
+        h.record_upstream(Ok(()));
+        h.upstream.lock().unwrap().probed_at = Some(Instant::now() - PROBE_INTERVAL);
+        assert!(!wanted(&h), "a fresh success needs no probe");
+        h.set_draining();
+        h.record_upstream(Err("connect"));
+        h.upstream.lock().unwrap().probed_at = Some(Instant::now() - PROBE_INTERVAL);
+        assert!(!wanted(&h), "no probes while draining");
+    }
+
+    /// Whether `fut` is ready at its first poll.
+    fn futures_now(fut: impl Future<Output = ()>) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut fut = std::pin::pin!(fut);
+        fut.as_mut().poll(&mut cx).is_ready()
     }
 
     #[test]
@@ -547,7 +698,7 @@ mod tests {
             };
             let want = Route {
                 status: StatusCode::from_u16(status).expect("table statuses are valid"),
-                body,
+                body: body.into(),
                 allow,
                 action,
             };

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub upstream_auth_duration: HistogramVec,
     /// Upstream errors by `kind` (see `error::Kind::as_str`).
     pub upstream_errors: IntCounterVec,
+    /// Health probes of the upstream (connect and AUTH), by `outcome`.
+    pub upstream_probes: IntCounterVec,
     /// Bytes relayed, by `direction` (to_upstream, to_client).
     pub bytes: IntCounterVec,
 }
@@ -203,6 +205,11 @@ impl Metrics {
                 "upstream_errors_total",
                 "Upstream errors by kind.",
                 &["kind"]
+            )),
+            upstream_probes: reg!(counter_vec(
+                "upstream_probes_total",
+                "Upstream connections opened and authenticated only to answer /startup and /readiness, by outcome.",
+                &["outcome"]
             )),
             bytes: reg!(counter_vec(
                 "bytes_total",

@@ -92,6 +92,7 @@ impl Server {
     ) -> Result<Server, StartError> {
         let metrics = auth.metrics.clone();
         let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+        let health = Arc::new(Health::new(cfg.max_connections));
         let ctx = Arc::new(Context {
             connector: Connector::new(cfg)?,
             auth,
@@ -105,6 +106,7 @@ impl Server {
             metrics,
             client_password: cfg.client_password.clone(),
             drain: drain_rx,
+            health: health.clone(),
         });
         let tcp = TcpListener::bind(cfg.listen)
             .await
@@ -122,7 +124,7 @@ impl Server {
             unix,
             max_connections: cfg.max_connections,
             drain_timeout: cfg.drain_timeout,
-            health: Arc::new(Health::new(cfg.max_connections)),
+            health,
             drain: drain_tx,
         })
     }
@@ -177,6 +179,17 @@ impl Server {
             tokio::spawn(async move {
                 ctx.auth.wait_ready().await;
                 health.set_started();
+            })
+        };
+        // Probes the upstream when the health endpoints need to know, at a
+        // bounded rate (see `Health::want_probe`); they never wait for it.
+        let prober = {
+            let (ctx, health) = (ctx.clone(), health.clone());
+            tokio::spawn(async move {
+                loop {
+                    health.probe_wanted().await;
+                    session::probe(&ctx).await;
+                }
             })
         };
         let metrics = ctx.metrics.clone();
@@ -254,6 +267,7 @@ impl Server {
         health.set_draining();
         let _ = drain.send(true);
         warm.abort();
+        prober.abort();
         drop(tcp);
         if let Some((listener, path)) = unix {
             drop(listener);

@@ -151,6 +151,14 @@ async fn startup_and_readiness_wait_for_started() {
     assert_eq!(admin.get("/readiness").await.pair(), (503, "starting"));
     assert_eq!(admin.get("/liveness").await.pair(), (200, "ok"));
     admin.health.set_started();
+    // The identity alone is not enough: an upstream AUTH must have worked.
+    assert_eq!(admin.get("/startup").await.pair(), (503, "starting"));
+    admin.health.record_upstream(Err("connect"));
+    assert_eq!(
+        admin.get("/readiness").await.pair(),
+        (503, "upstream failing: connect")
+    );
+    admin.health.record_upstream(Ok(()));
     assert_eq!(admin.get("/startup").await.pair(), (200, "ok"));
     assert_eq!(admin.get("/readiness").await.pair(), (200, "ok"));
     let reply = admin.get("/readiness").await;
@@ -165,6 +173,7 @@ async fn startup_and_readiness_wait_for_started() {
 async fn readiness_is_503_at_max_connections() {
     let admin = Harness::start(2).await;
     admin.health.set_started();
+    admin.health.record_upstream(Ok(()));
     admin.health.connection_opened();
     assert_eq!(admin.get("/readiness").await.pair(), (200, "ok"));
     admin.health.connection_opened();
@@ -184,6 +193,7 @@ async fn readiness_is_503_at_max_connections() {
 async fn draining_is_not_ready_but_live() {
     let admin = Harness::start(0).await;
     admin.health.set_started();
+    admin.health.record_upstream(Ok(()));
     admin.health.set_draining();
     assert_eq!(admin.get("/readiness").await.pair(), (503, "draining"));
     assert_eq!(admin.get("/liveness").await.pair(), (200, "ok"));
@@ -216,6 +226,7 @@ async fn metrics_renders_the_registry() {
 async fn head_works_wherever_get_does() {
     let admin = Harness::start(0).await;
     admin.health.set_started();
+    admin.health.record_upstream(Ok(()));
     let get = admin.get("/metrics").await;
     let head = admin.request("HEAD", "/metrics").await;
     assert_eq!(head.status, 200);

@@ -639,3 +639,97 @@ async fn draining_keeps_subscribers_until_the_deadline() {
     );
     assert!(sub.read_closed().await);
 }
+
+// ---- 8. health that tells the truth ----
+
+/// `(status, body)` of `GET path` on the admin port.
+async fn http_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let raw = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// Polls `path` until it answers `want`, for up to 10 s.
+async fn becomes(admin: SocketAddr, path: &str, want: (u16, &str)) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = http_get(admin, path).await;
+        if (got.0, got.1.as_str()) == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path}: {got:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_and_readiness_follow_whether_the_upstream_authenticates() {
+    let redis = RedisServer::start(RedisOptions::default());
+    // Password mode with the wrong password: every connection would fail.
+    let proxy = Proxy::start_with(Proxy::args(&redis), "not-the-password").await;
+    let failing = (503, "upstream failing: auth_rejected");
+    becomes(proxy.admin, "/startup", failing).await;
+    becomes(proxy.admin, "/readiness", failing).await;
+    assert_eq!(http_get(proxy.admin, "/liveness").await, (200, "ok".into()));
+    // Probes are rate-limited however often the endpoints are asked.
+    for _ in 0..20 {
+        http_get(proxy.admin, "/readiness").await;
+    }
+    let probes = series(
+        &metrics(proxy.admin).await,
+        r#"upstream_probes_total{outcome="failure"}"#,
+    );
+    assert!((1.0..=3.0).contains(&probes), "{probes} probes");
+
+    // The server starts accepting that password: the next probe sees it.
+    let mut admin = Resp::over(direct(&redis).await);
+    let set = admin
+        .cmd(&[b"ACL", b"SETUSER", b"app", b">not-the-password"])
+        .await;
+    assert_eq!(text(&set), "+OK");
+    becomes(proxy.admin, "/readiness", (200, "ok")).await;
+    assert_eq!(http_get(proxy.admin, "/startup").await, (200, "ok".into()));
+
+    // A real session's failure turns readiness at once, without a probe.
+    let set = admin
+        .cmd(&[b"ACL", b"SETUSER", b"app", b"resetpass", b">another"])
+        .await;
+    assert_eq!(text(&set), "+OK");
+    let mut c = Resp::connect(proxy.addr).await;
+    let refused = text(&c.cmd(&[b"PING"]).await);
+    assert!(refused.contains("rejected"), "{refused}");
+    let (status, body) = http_get(proxy.admin, "/readiness").await;
+    assert_eq!((status, body.as_str()), failing);
+    // Started stays started.
+    assert_eq!(http_get(proxy.admin, "/startup").await, (200, "ok".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_never_waits_for_a_probe() {
+    // Accepts TCP and never answers: a probe hangs for the connect timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redis = RedisServer::start(RedisOptions::default());
+    let mut args = Proxy::args(&redis);
+    args.upstream = Some(
+        format!("localhost:{}", silent.local_addr().unwrap().port())
+            .parse()
+            .unwrap(),
+    );
+    args.connect_timeout = Some("5s".parse().unwrap());
+    let proxy = Proxy::start_with(args, PASSWORD).await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, body) = http_get(proxy.admin, "/readiness").await;
+        assert_eq!((status, body.as_str()), (503, "starting"));
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -63,6 +63,9 @@ pub struct Context {
     pub client_password: Option<crate::auth::Secret>,
     /// Turns true when the proxy starts draining.
     pub drain: tokio::sync::watch::Receiver<bool>,
+    /// Where each upstream authentication's outcome is recorded for
+    /// `/startup` and `/readiness`.
+    pub health: Arc<crate::admin::Health>,
 }
 
 /// Per-session bounds (invariant 7).
@@ -160,7 +163,10 @@ where
         return End::ClientTls;
     }
     let mut pending = BytesMut::new();
-    let (upstream, method) = match open(&ctx, &conn, &mut pending).await {
+    let opened = open(&ctx, &conn, &mut pending).await;
+    ctx.health
+        .record_upstream(opened.as_ref().map(|_| ()).map_err(|e| e.kind.as_str()));
+    let (upstream, method) = match opened {
         Ok(opened) => opened,
         Err(e) => {
             ctx.metrics
@@ -176,6 +182,36 @@ where
     let mut relay = Relay::new(ctx, pending, method, conn);
     relay.cbuf = first;
     relay.run(client, upstream).await
+}
+
+/// Opens and authenticates one upstream connection as a session would,
+/// records the outcome for the health endpoints, then closes it. Its AUTH
+/// is a real one: logged (client `probe`) and counted like any other.
+pub async fn probe(ctx: &Context) {
+    let conn = Conn {
+        id: 0,
+        peer: "probe".into(),
+    };
+    let mut rest = BytesMut::new();
+    let opened = open(ctx, &conn, &mut rest).await;
+    let outcome = opened.as_ref().map(|_| ()).map_err(|e| e.kind.as_str());
+    ctx.health.record_upstream(outcome);
+    ctx.metrics
+        .upstream_probes
+        .with_label_values(&[if outcome.is_ok() {
+            "success"
+        } else {
+            "failure"
+        }])
+        .inc();
+    match opened {
+        Ok((mut stream, _)) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+        }
+        Err(e) => {
+            warn!(kind = e.kind.as_str(), detail = %e.detail, "upstream probe failed");
+        }
+    }
 }
 
 /// A TLS record carrying a ClientHello: a handshake record (0x16) of TLS
