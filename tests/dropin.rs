@@ -314,6 +314,93 @@ async fn a_refused_sync_leaves_the_session_as_it_was() {
     );
 }
 
+/// Reads from `s` until what was read contains `needle`; panics after `limit`.
+async fn read_until<S: AsyncRead + Unpin>(s: &mut S, needle: &[u8], limit: Duration) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !buf.windows(needle.len()).any(|w| w == needle) {
+        let mut chunk = [0u8; 65536];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            other => panic!(
+                "no {:?} ({other:?}); got {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&buf[..buf.len().min(300)])
+            ),
+        }
+    }
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_with_replies_off_gets_the_stream_as_direct() {
+    // Redis sends the replication stream even under CLIENT REPLY OFF/SKIP.
+    let redis = populated(1).await;
+    let proxy = Proxy::start(&redis).await;
+    for mode in [&b"OFF"[..], b"SKIP"] {
+        let mut input = common::encode_command(&[b"CLIENT", b"REPLY", mode]);
+        input.extend(common::encode_command(&[b"SYNC"]));
+
+        let mut d = direct(&redis).await;
+        d.write_all(&input).await.unwrap();
+        let direct_saw = read_until(&mut d, b"REDIS", Duration::from_secs(20)).await;
+        let at = direct_saw.iter().position(|&b| b != b'\n').unwrap();
+        assert_eq!(direct_saw[at], b'$', "direct");
+
+        let mut p = TcpStream::connect(proxy.addr).await.unwrap();
+        p.write_all(&input).await.unwrap();
+        let proxy_saw = read_until(&mut p, b"REDIS", Duration::from_secs(20)).await;
+        let at = proxy_saw.iter().position(|&b| b != b'\n').unwrap();
+        assert_eq!(proxy_saw[at], b'$', "through the proxy");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_ahead_of_a_refused_sync_leaves_the_session_as_it_was() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let proxy = Proxy::start(&redis).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    let hello = text(&c.cmd(&[b"HELLO", b"3"]).await);
+    assert!(hello.contains("proto"), "{hello}");
+    assert_eq!(text(&c.cmd(&[b"CLIENT", b"TRACKING", b"ON"]).await), "+OK");
+    c.cmd(&[b"GET", b"tracked"]).await;
+    // The SET invalidates the key this client reads: the push comes after
+    // the SET's +OK, ahead of the PSYNC's error.
+    let mut input = common::encode_command(&[b"SET", b"tracked", b"v"]);
+    input.extend(common::encode_command(&[b"PSYNC", b"?", b"abc"]));
+    input.extend(common::encode_command(&[b"AUTH", b"legacy-password"]));
+    c.send_raw(&input).await;
+    assert_eq!(text(&c.read().await), "+OK");
+    let push = text(&c.read().await);
+    assert!(push.contains("invalidate"), "{push}");
+    let refused = text(&c.read().await);
+    assert!(refused.starts_with("-ERR"), "{refused}");
+    assert_eq!(
+        text(&c.read().await),
+        "+OK",
+        "the proxy still answers AUTH: the session stayed RESP"
+    );
+    assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_psync_larger_than_a_streamed_command_still_starts_the_stream() {
+    let redis = populated(1).await;
+    let proxy = Proxy::start(&redis).await;
+    // An unknown replication id of 100 KB: a full resync, as direct.
+    let replid = vec![b'f'; 100 * 1024];
+    let input = common::encode_command(&[b"PSYNC", &replid, b"-1"]);
+    let mut p = TcpStream::connect(proxy.addr).await.unwrap();
+    p.write_all(&input).await.unwrap();
+    let got = read_until(&mut p, b"REDIS", Duration::from_secs(20)).await;
+    let at = got.iter().position(|&b| b != b'\n').unwrap();
+    assert!(
+        got[at..].starts_with(b"+FULLRESYNC "),
+        "{:?}",
+        String::from_utf8_lossy(&got[..got.len().min(200)])
+    );
+}
+
 // ---- 4. replies nested deeper than any fixed limit ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,6 +459,54 @@ async fn commands_then_a_half_close_get_their_replies_then_eof() {
         .await
         .unwrap();
     assert_eq!(got, b"+OK\r\n".repeat(2000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_close_with_replies_off_still_runs_every_command() {
+    let redis = RedisServer::start(RedisOptions {
+        extra_args: vec!["--enable-debug-command".into(), "yes".into()],
+        ..RedisOptions::default()
+    });
+    let proxy = Proxy::start(&redis).await;
+    // Nothing is owed, and the server is paused: each client's EOF comes
+    // while the proxy may still hold commands the kernel would not take
+    // yet. How much the kernel buffers varies, so clients send from 32 KiB
+    // to 2 MiB, each to a list of its own.
+    let mut pause = Resp::over(direct(&redis).await);
+    pause.send(&[b"DEBUG", b"SLEEP", b"3"]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let value = vec![b'v'; 1024];
+    let sizes_kib: Vec<usize> = (1..=32).map(|i| i * 256).collect();
+    let clients: Vec<_> = sizes_kib
+        .iter()
+        .map(|&kib| {
+            let value = value.clone();
+            let addr = proxy.addr;
+            tokio::spawn(async move {
+                let list = format!("off:{kib}");
+                let mut batch = common::encode_command(&[b"CLIENT", b"REPLY", b"OFF"]);
+                for _ in 0..kib {
+                    batch.extend(common::encode_command(&[b"RPUSH", list.as_bytes(), &value]));
+                }
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                s.write_all(&batch).await.unwrap();
+                s.shutdown().await.unwrap();
+                read_to_close(&mut s, Duration::from_secs(20)).await
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.await.unwrap().as_deref(), Some(&b""[..]));
+    }
+    assert_eq!(text(&pause.read().await), "+OK");
+    let mut lost = Vec::new();
+    for kib in &sizes_kib {
+        let len = text(&pause.cmd(&[b"LLEN", format!("off:{kib}").as_bytes()]).await);
+        if len != format!(":{kib}") {
+            lost.push(format!("{kib} KiB sent, LLEN {len}"));
+        }
+    }
+    assert!(lost.is_empty(), "commands lost: {lost:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,6 +695,72 @@ async fn a_client_password_is_required_and_checked_as_redis_does() {
         3.0,
         "{m}"
     );
+}
+
+/// `cmdstat_auth` calls and connections received, as the server counts them.
+async fn server_auths_and_connections(redis: &RedisServer) -> (u64, u64) {
+    let mut d = Resp::over(direct(redis).await);
+    let info = text(&d.cmd(&[b"INFO", b"all"]).await);
+    // `cmdstat_auth:calls=3,usec=...` and `total_connections_received:7`.
+    let number = |prefix: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map_or(0, |rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().unwrap()
+            })
+    };
+    (
+        number("cmdstat_auth:calls="),
+        number("total_connections_received:"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_client_costs_no_upstream_auth() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let proxy = with_client_password(&redis).await;
+    let (auths, conns) = server_auths_and_connections(&redis).await;
+
+    // A client without the password, trying everything it may.
+    let mut c = Resp::connect(proxy.addr).await;
+    for _ in 0..3 {
+        assert_eq!(
+            text(&c.cmd(&[b"GET", b"k"]).await),
+            "-NOAUTH Authentication required."
+        );
+        assert_eq!(text(&c.cmd(&[b"RESET"]).await), "+RESET");
+        let wrong = text(&c.cmd(&[b"AUTH", b"guess"]).await);
+        assert!(wrong.starts_with("-WRONGPASS"), "{wrong}");
+        let wrong = text(&c.cmd(&[b"HELLO", b"3", b"AUTH", b"u", b"guess"]).await);
+        assert!(wrong.starts_with("-WRONGPASS"), "{wrong}");
+    }
+    assert_eq!(text(&c.cmd(&[b"QUIT"]).await), "+OK");
+    assert!(c.read_closed().await);
+    // (the direct connection that reads the counters is one connection and
+    // one AUTH of its own)
+    assert_eq!(
+        server_auths_and_connections(&redis).await,
+        (auths + 1, conns + 1),
+        "nothing reached the server"
+    );
+
+    // Authenticated, then RESET: once re-authenticated upstream, later
+    // RESETs before the next AUTH are answered by the proxy.
+    let mut c = Resp::connect(proxy.addr).await;
+    assert_eq!(text(&c.cmd(&[b"AUTH", CLIENT_PW.as_bytes()]).await), "+OK");
+    assert_eq!(text(&c.cmd(&[b"RESET"]).await), "+RESET");
+    let (auths, _) = server_auths_and_connections(&redis).await;
+    for _ in 0..5 {
+        assert_eq!(text(&c.cmd(&[b"RESET"]).await), "+RESET");
+    }
+    assert_eq!(
+        text(&c.cmd(&[b"PING"]).await),
+        "-NOAUTH Authentication required."
+    );
+    assert_eq!(text(&c.cmd(&[b"AUTH", CLIENT_PW.as_bytes()]).await), "+OK");
+    assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
+    assert_eq!(server_auths_and_connections(&redis).await.0, auths + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

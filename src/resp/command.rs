@@ -83,6 +83,15 @@ impl Class {
         )
     }
 
+    /// Whether the command turns the connection into something else
+    /// (a transaction, a replication stream, a reset one, a closed one).
+    pub fn changes_connection(self) -> bool {
+        matches!(
+            self,
+            Class::Sync | Class::Quit | Class::Reset | Class::Multi | Class::Exec | Class::Discard
+        )
+    }
+
     /// Whether the session must see the whole command before acting on it
     /// (it rewrites or drops it); every other command streams through.
     pub fn needs_args(self) -> bool {

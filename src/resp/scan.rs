@@ -15,6 +15,11 @@ pub const MAX_INLINE: usize = 64 * 1024;
 /// (`authRequired`): arguments per command and bytes per argument.
 const UNAUTH_MAX_ARGS: u64 = 10;
 const UNAUTH_MAX_BULK: u64 = 16 * 1024;
+/// Deepest aggregate nesting accepted: far beyond what any server sends
+/// (Redis returns a few thousand levels from Lua at most), and it keeps the
+/// scanner's stack under 16 MiB even for a reply streamed through unheld.
+pub const MAX_DEPTH: usize = 1 << 20;
+
 /// Marks a RESP3 streamed aggregate (`*?`) on the stack: ends at `.`.
 const STREAMED: u64 = u64::MAX;
 
@@ -463,6 +468,11 @@ impl Scanner {
                     // `*-1`: the RESP2 null array.
                     return Ok(self.element_done());
                 }
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(Error(
+                        self.proto(&format!("reply nested deeper than {MAX_DEPTH} levels")),
+                    ));
+                }
                 if streamed {
                     self.open(STREAMED, ty == b'|', false);
                     return Ok(false);
@@ -486,9 +496,9 @@ impl Scanner {
         }
     }
 
-    /// Opens an aggregate. Depth is not limited: Redis nests replies as
-    /// deep as a script makes them, and each level costs at least four
-    /// bytes of input, so the stack never outgrows the frame it describes.
+    /// Opens an aggregate. Redis nests replies as deep as a script makes
+    /// them, so depth is limited only by [`MAX_DEPTH`], which bounds the
+    /// stack of a reply that is streamed rather than held.
     fn open(&mut self, remaining: u64, attr: bool, chunks: bool) {
         self.stack.push(Open {
             remaining,
@@ -700,6 +710,11 @@ mod tests {
                 "depth {depth}"
             );
         }
+        // Only a server gone wrong nests deeper than the bound; it is an
+        // error then, not an ever-growing stack.
+        let endless = b"*1\r\n".repeat(MAX_DEPTH + 1);
+        let err = frames(Side::Reply, &endless, &[64 * 1024]).unwrap_err();
+        assert!(err.0.contains("nested deeper than"), "{err}");
     }
 
     #[test]

@@ -90,8 +90,8 @@ impl From<Class> for Pending {
 pub enum Answer {
     /// The client's AUTH: `+OK`, or the error Redis would give in that state.
     Auth,
-    /// A fixed error line.
-    Error(Bytes),
+    /// A fixed reply line (an error, or `+RESET`).
+    Line(Bytes),
 }
 
 /// Redis's refusal of AUTH to a RESP2 subscriber.
@@ -252,7 +252,7 @@ impl State {
                     Answer::Auth if self.multi => Bytes::from_static(AUTH_IN_MULTI),
                     Answer::Auth if subscribed2 => Bytes::from_static(AUTH_WHILE_SUBSCRIBED),
                     Answer::Auth => Bytes::from_static(resp::OK),
-                    Answer::Error(e) => e.clone(),
+                    Answer::Line(e) => e.clone(),
                 };
                 Some(if *standin {
                     Expect::Replace(bytes)
@@ -370,6 +370,12 @@ impl Ledger {
     /// True while the reply at the head is the one to a SYNC/PSYNC.
     pub fn head_is_sync(&self) -> bool {
         matches!(self.head, Some((Pending::Sync, _)))
+    }
+
+    /// Whether a SYNC/PSYNC has not been answered (or settled unanswered,
+    /// under CLIENT REPLY OFF/SKIP) yet.
+    pub fn has_sync(&self) -> bool {
+        self.head_is_sync() || self.queue.contains(&Pending::Sync)
     }
 
     /// Whether the client is still owed a reply from the server: some

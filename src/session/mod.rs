@@ -8,6 +8,7 @@
 //! frame larger than [`STREAM_THRESHOLD`] is forwarded piece by piece while
 //! it arrives, so a 100 MB value never sits whole in the proxy.
 
+mod gate;
 pub mod ledger;
 mod open;
 mod reauth;
@@ -50,6 +51,7 @@ const STANDIN: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
 const NOAUTH_HELLO: &[u8] = b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n";
 const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+const RESET: &[u8] = b"+RESET\r\n";
 /// A closing session gets this long to deliver its last bytes.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -162,6 +164,15 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
         return End::ClientTls;
     }
+    // With a client password, only a client that knows it costs an
+    // upstream connection (and an IAM authentication).
+    let passed = match ctx.client_password {
+        Some(_) => match gate::gate(&mut client, &ctx, &conn, &mut first).await {
+            Ok(passed) => Some(passed),
+            Err(end) => return end,
+        },
+        None => None,
+    };
     let mut pending = BytesMut::new();
     let opened = open(&ctx, &conn, &mut pending).await;
     ctx.health
@@ -180,6 +191,9 @@ where
         }
     };
     let mut relay = Relay::new(ctx, pending, method, conn);
+    if passed == Some(gate::Passed::Auth) {
+        relay.set_local_authed(true);
+    }
     relay.cbuf = first;
     relay.run(client, upstream).await
 }
@@ -325,16 +339,22 @@ struct Relay {
     /// Inside MULTI as far as the commands sent so far go (a stand-in would
     /// be queued there, so none is sent).
     send_multi: bool,
-    /// The client closed: what it sent still goes upstream (Redis runs what
-    /// it has read), then the session ends.
-    client_eof: bool,
-    /// After the client's EOF the upstream's write side was shut down: the
+    /// No more client commands: the client closed (`ClientClosed`), or the
+    /// proxy drains and the session reached a point with nothing owed
+    /// (`Drained`). What was read still goes upstream, then the upstream's
+    /// write side is shut and the session ends when the server closes, so
+    /// the server runs everything it was sent (Redis runs what it has read;
+    /// a close before it read would reset the connection).
+    finishing: Option<End>,
+    /// Once finishing, the upstream's write side was shut down: the
     /// server answers what it read, then closes, as it does for a direct
     /// client that half-closes.
     up_shut: bool,
     /// A SYNC/PSYNC was sent: client bytes wait until its reply shows
     /// whether the connection turns into a replication stream.
     sync_wait: bool,
+    /// The SYNC/PSYNC being waited on got a RESP reply (an error).
+    sync_answered: bool,
     /// The connection is a replication stream: relayed raw both ways.
     raw: bool,
     /// The proxy is draining: close at the next point with nothing owed.
@@ -388,9 +408,10 @@ impl Relay {
             closing: None,
             quit_sent: false,
             send_multi: false,
-            client_eof: false,
+            finishing: None,
             up_shut: false,
             sync_wait: false,
+            sync_answered: false,
             raw: false,
             draining: false,
             local_authed,
@@ -439,23 +460,29 @@ impl Relay {
             if self.close_when_settled.is_some() && self.ledger.is_empty() && !self.ustream {
                 self.closing = self.close_when_settled.take();
             }
-            if self.closing.is_none() && self.settled_with_nothing_owed() {
-                if self.client_eof {
-                    self.closing = Some(End::ClientClosed);
-                } else if self.draining && self.drain_point_ahead() {
-                    debug!("draining: closing at a point with nothing owed");
-                    self.closing = Some(End::Drained);
-                }
+            if self.closing.is_none()
+                && self.finishing.is_none()
+                && self.draining
+                && self.settled_with_nothing_owed()
+                && self.drain_point_ahead()
+            {
+                debug!("draining: closing at a point with nothing owed");
+                self.finishing = Some(End::Drained);
             }
             if self.closing.is_some() && !self.to_client.busy() {
                 break self.closing.take().expect("checked just above");
             }
-            if self.client_eof && !self.up_shut && !self.to_up.busy() && self.closing.is_none() {
-                // Replies are still owed: let the server see the EOF too.
+            if self.finishing.is_some()
+                && !self.up_shut
+                && !self.to_up.busy()
+                && self.closing.is_none()
+            {
+                // Let the server see the EOF too; it closes once it has run
+                // (and answered) what it read.
                 self.up_shut = true;
                 let _ = tokio::time::timeout(Duration::from_secs(1), uw.shutdown()).await;
             }
-            if !close_armed && (self.closing.is_some() || self.client_eof) {
+            if !close_armed && (self.closing.is_some() || self.finishing.is_some()) {
                 close_armed = true;
                 close_sleep
                     .as_mut()
@@ -487,7 +514,7 @@ impl Relay {
                 hold_sleep.as_mut().reset(at.into());
             }
             let read_client = self.closing.is_none()
-                && !self.client_eof
+                && self.finishing.is_none()
                 && self.close_when_settled.is_none()
                 && !self.sync_wait
                 && (!self.draining || !self.drain_point_ahead())
@@ -509,6 +536,11 @@ impl Relay {
                 r = self.to_up.write_to(&mut uw), if self.to_up.busy() && self.closing.is_none() && !self.up_shut => {
                     if let Err(e) = r {
                         self.fail(Error::upstream(Kind::Io, format!("write: {e}")));
+                    } else if self.finishing.is_some() {
+                        // The server is still taking commands: not stuck.
+                        close_sleep
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + CLOSE_GRACE);
                     }
                 }
                 r = ur.read_buf(&mut self.ubuf), if read_up => {
@@ -516,7 +548,7 @@ impl Relay {
                         Ok(0) => self.upstream_closed(),
                         Ok(n) => {
                             self.bytes_down.inc_by(n as u64);
-                            if self.client_eof {
+                            if self.finishing.is_some() {
                                 // Still delivering owed replies: not stuck.
                                 close_sleep
                                     .as_mut()
@@ -535,7 +567,7 @@ impl Relay {
                     match r {
                         // Like Redis: a client that closes gets no more
                         // replies, but what it sent is still run.
-                        Ok(0) => self.client_eof = true,
+                        Ok(0) => self.finishing = Some(End::ClientClosed),
                         Ok(n) => {
                             self.bytes_up.inc_by(n as u64);
                             if !idle.is_zero() {
@@ -554,7 +586,11 @@ impl Relay {
                     self.reauth_timer_fired();
                 }
                 () = &mut close_sleep, if close_armed => {
-                    break self.closing.take().unwrap_or(End::ClientClosed);
+                    break self
+                        .closing
+                        .take()
+                        .or_else(|| self.finishing.take())
+                        .unwrap_or(End::ClientClosed);
                 }
                 Ok(r) = drain.wait_for(|d| *d), if !self.draining => {
                     drop(r);
@@ -570,7 +606,11 @@ impl Relay {
     /// Every reply owed has been delivered or queued, and nothing is half
     /// relayed in either direction.
     fn settled_with_nothing_owed(&self) -> bool {
-        self.ledger.is_empty() && !self.ustream && !self.cstream && !self.sync_wait
+        self.ledger.is_empty()
+            && !self.ustream
+            && !self.cstream
+            && !self.sync_wait
+            && !self.to_up.busy()
     }
 
     /// Draining closes a session once nothing is owed, unless its state
@@ -649,6 +689,7 @@ impl Relay {
         }
         self.forward_commands();
         self.settle();
+        self.after_sync();
     }
 
     /// Moves the complete commands scanned so far to the upstream queue.
@@ -690,8 +731,8 @@ impl Relay {
             self.cut_command();
             if let Some(name) = args.first() {
                 let class = resp::command::classify(name, args.len() as u64);
-                if !self.local_authed && !class.allowed_unauthenticated() {
-                    return self.answer_locally(Answer::Error(Bytes::from_static(NOAUTH)));
+                if let Some(answer) = self.unauthenticated_answer(class) {
+                    return self.answer_locally(answer);
                 }
                 let args: Vec<Bytes> = args.into_iter().map(Bytes::from).collect();
                 self.command_with_args(class, &args, None);
@@ -703,9 +744,9 @@ impl Relay {
         };
         let name = &self.cbuf[self.cstart + off..self.cstart + off + len];
         let class = resp::command::classify(name, head.argc);
-        if !self.local_authed && !class.allowed_unauthenticated() {
+        if let Some(answer) = self.unauthenticated_answer(class) {
             self.cut_command();
-            return self.answer_locally(Answer::Error(Bytes::from_static(NOAUTH)));
+            return self.answer_locally(answer);
         }
         if !class.needs_args() {
             self.cstart = self.cpos;
@@ -716,6 +757,23 @@ impl Relay {
         self.cpos = 0;
         let args = multibulk_args(&frame);
         self.command_with_args(class, &args, Some(frame));
+    }
+
+    /// The proxy's own answer to a command from a client that has not
+    /// authenticated against the local client password. RESET is answered
+    /// here too: the upstream connection is already as RESET leaves it (the
+    /// client could run nothing since), and each forwarded RESET would cost
+    /// an upstream AUTH.
+    fn unauthenticated_answer(&self, class: Class) -> Option<Answer> {
+        if self.local_authed {
+            None
+        } else if class == Class::Reset {
+            Some(Answer::Line(Bytes::from_static(RESET)))
+        } else if !class.allowed_unauthenticated() {
+            Some(Answer::Line(Bytes::from_static(NOAUTH)))
+        } else {
+            None
+        }
     }
 
     /// `*0`, `*-1` or a blank line: Redis runs nothing and answers nothing,
@@ -749,8 +807,8 @@ impl Relay {
                         self.client_auth(refs[n - 1])
                     }
                     2 | 3 => Answer::Auth,
-                    n if n > 3 => Answer::Error(resp::error_reply("ERR syntax error")),
-                    _ => Answer::Error(resp::error_reply(
+                    n if n > 3 => Answer::Line(resp::error_reply("ERR syntax error")),
+                    _ => Answer::Line(resp::error_reply(
                         "ERR wrong number of arguments for 'auth' command",
                     )),
                 };
@@ -765,7 +823,7 @@ impl Relay {
                                 wrong => Some(wrong),
                             },
                             None if !self.local_authed => {
-                                Some(Answer::Error(Bytes::from_static(NOAUTH_HELLO)))
+                                Some(Answer::Line(Bytes::from_static(NOAUTH_HELLO)))
                             }
                             None => None,
                         };
@@ -790,7 +848,7 @@ impl Relay {
                     self.ledger.push(Pending::Hello { proto: hello.proto });
                 }
                 Err(msg) => {
-                    self.answer_locally(Answer::Error(resp::error_reply(&format!("ERR {msg}"))))
+                    self.answer_locally(Answer::Line(resp::error_reply(&format!("ERR {msg}"))))
                 }
             },
             _ => {
@@ -857,23 +915,11 @@ impl Relay {
     /// client password, in constant time. The user name is not checked:
     /// upstream every client runs as the proxy's user.
     fn client_auth(&mut self, given: &[u8]) -> Answer {
-        let ok = self
-            .ctx
-            .client_password
-            .as_ref()
-            .is_some_and(|want| constant_time_eq(given, want.expose().as_bytes()));
-        let outcome = if ok { "success" } else { "failure" };
-        self.ctx
-            .metrics
-            .client_auth
-            .with_label_values(&[outcome])
-            .inc();
-        if ok {
+        if check_client_password(&self.ctx, &self.conn, given) {
             self.set_local_authed(true);
             Answer::Auth
         } else {
-            warn!(conn = self.conn.id, client = %self.conn.peer, "client AUTH refused: wrong client password");
-            Answer::Error(Bytes::from_static(WRONGPASS))
+            Answer::Line(Bytes::from_static(WRONGPASS))
         }
     }
 
@@ -905,7 +951,9 @@ impl Relay {
             } else {
                 return;
             };
-            if class.needs_args() || head.inline {
+            // Commands that change what the connection is (or whether it
+            // stays one) are acted on once complete, so they are held too.
+            if class.needs_args() || class.changes_connection() || head.inline {
                 if scanned > MAX_HELD_COMMAND {
                     self.client_protocol_error(format!(
                         "Protocol error: command larger than {MAX_HELD_COMMAND} bytes"
@@ -928,7 +976,7 @@ impl Relay {
         self.cbuf.clear();
         self.cpos = 0;
         self.ledger.push(Pending::Local {
-            answer: Answer::Error(resp::error_reply(&format!("ERR {message}"))),
+            answer: Answer::Line(resp::error_reply(&format!("ERR {message}"))),
             standin: false,
         });
         self.close_when_settled = Some(End::ClientProtocol);
@@ -937,17 +985,22 @@ impl Relay {
     // ---- upstream → client ----
 
     fn on_upstream_bytes(&mut self) -> Result<(), Error> {
-        let mut sync_refused = false;
         while self.upos < self.ubuf.len() {
-            let at_sync = self.sync_wait && self.rep.at_boundary() && self.ledger.head_is_sync();
-            if at_sync && self.ubuf[self.upos] != b'-' {
-                // `+FULLRESYNC`, `$<len>`, `$EOF:` or the `\n` keepalives of
-                // a forking server: a replication stream, not RESP, from
-                // here on in both directions.
-                self.start_raw();
-                return Ok(());
+            if self.sync_wait && self.rep.at_boundary() && self.ledger.head_is_sync() {
+                match replication_start(&self.ubuf[self.upos..]) {
+                    // A replication stream, not RESP, from here on in both
+                    // directions.
+                    Some(true) => {
+                        self.start_raw();
+                        return Ok(());
+                    }
+                    // Too few bytes to tell.
+                    None => break,
+                    // An error (ElastiCache refuses SYNC), or a push or
+                    // monitor line ahead of the reply: RESP as usual.
+                    Some(false) => {}
+                }
             }
-            sync_refused |= at_sync;
             let (n, done) = self
                 .rep
                 .advance(&self.ubuf[self.upos..])
@@ -962,6 +1015,9 @@ impl Relay {
             }
             // A complete frame always routes; `Stray` is the safe default.
             let route = self.uroute.take().unwrap_or(Route::Stray);
+            if route == Route::Reply && self.ledger.head_is_sync() {
+                self.sync_answered = true;
+            }
             let outcome = self
                 .ledger
                 .complete(&self.ubuf[self.ustart..self.upos], route);
@@ -986,12 +1042,30 @@ impl Relay {
             self.settle();
         }
         self.forward_replies();
-        if sync_refused && !self.ledger.head_is_sync() {
-            // SYNC got an error (ElastiCache refuses it): carry on as RESP.
+        self.after_sync();
+        Ok(())
+    }
+
+    /// Once the SYNC/PSYNC waited on is settled without turning the
+    /// connection into a replication stream: after an error the connection
+    /// stays RESP and the client's commands flow again. Under CLIENT REPLY
+    /// OFF/SKIP it settles unanswered, yet Redis sends the replication
+    /// stream regardless (and an error not at all), so the proxy cannot
+    /// tell what comes: it relays the rest raw, byte for byte.
+    fn after_sync(&mut self) {
+        if !self.sync_wait || self.ledger.has_sync() {
+            return;
+        }
+        if std::mem::take(&mut self.sync_answered) {
             self.sync_wait = false;
             self.on_client_bytes();
+        } else {
+            debug!(
+                conn = self.conn.id,
+                "SYNC with replies off: relaying raw from here"
+            );
+            self.start_raw();
         }
-        Ok(())
     }
 
     /// Turns the session into a raw pipe: everything the server sent from
@@ -1072,18 +1146,16 @@ impl Relay {
         if self.quit_sent {
             self.forward_replies();
             self.closing = Some(End::Quit);
-        } else if self.client_eof || !self.ledger.owes_client() {
+        } else if self.finishing.is_some() || !self.ledger.owes_client() {
             // Nothing owed: the client sees the close, as it would direct.
             debug!(conn = self.conn.id, "the server closed the connection");
             self.forward_replies();
-            self.closing = Some(if self.client_eof {
-                End::ClientClosed
-            } else {
+            self.closing = Some(self.finishing.take().unwrap_or_else(|| {
                 End::Upstream(Error::upstream(
                     Kind::Closed,
                     "the server closed the connection",
                 ))
-            });
+            }));
         } else {
             self.fail(Error::upstream(
                 Kind::Closed,
@@ -1104,11 +1176,30 @@ impl Relay {
         self.forward_replies();
         // An error goes only in place of a reply that is owed, and a
         // half-relayed reply cannot be followed by one.
-        if !self.ustream && !self.client_eof && self.ledger.owes_client() {
+        if !self.ustream && self.finishing.is_none() && self.ledger.owes_client() {
             self.to_client
                 .push(resp::error_reply(e.kind.client_message()));
         }
         self.closing = Some(End::Upstream(e));
+    }
+}
+
+/// Whether the reply to a SYNC/PSYNC starting `reply` opens a replication
+/// stream: `+FULLRESYNC`, `+CONTINUE`, a bulk RDB (`$<len>` or `$EOF:`) or
+/// the `\n` keepalives of a forking server. `None`: too few bytes to tell.
+fn replication_start(reply: &[u8]) -> Option<bool> {
+    match reply.first()? {
+        b'$' | b'\n' => Some(true),
+        b'+' => {
+            for word in [&b"+FULLRESYNC"[..], b"+CONTINUE"] {
+                let n = reply.len().min(word.len());
+                if reply[..n] == word[..n] {
+                    return (n == word.len()).then_some(true);
+                }
+            }
+            Some(false)
+        }
+        _ => Some(false),
     }
 }
 
@@ -1131,6 +1222,25 @@ fn multibulk_args(frame: &Bytes) -> Vec<Bytes> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// Checks a client's password against the local client password in
+/// constant time, and counts and logs the outcome (never the password).
+fn check_client_password(ctx: &Context, conn: &Conn, given: &[u8]) -> bool {
+    let ok = client_password_matches(ctx, given);
+    let outcome = if ok { "success" } else { "failure" };
+    ctx.metrics.client_auth.with_label_values(&[outcome]).inc();
+    if !ok {
+        warn!(conn = conn.id, client = %conn.peer, "client AUTH refused: wrong client password");
+    }
+    ok
+}
+
+/// Whether `given` is the local client password (constant time, uncounted).
+fn client_password_matches(ctx: &Context, given: &[u8]) -> bool {
+    ctx.client_password
+        .as_ref()
+        .is_some_and(|want| constant_time_eq(given, want.expose().as_bytes()))
 }
 
 /// Compares two secrets in time that depends on neither's content nor on

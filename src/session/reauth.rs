@@ -141,7 +141,7 @@ impl Relay {
             || self.ustream
             || self.closing.is_some()
             || self.close_when_settled.is_some()
-            || self.client_eof
+            || self.finishing.is_some()
             || self.sync_wait
             || self.raw
         {
@@ -190,7 +190,7 @@ impl Relay {
             && self.to_up.queue.is_empty()
             && self.closing.is_none()
             && self.close_when_settled.is_none()
-            && !self.client_eof
+            && self.finishing.is_none()
             && !self.raw
     }
 
