@@ -58,6 +58,8 @@ pub struct Health {
     upstream: Mutex<Upstream>,
     /// Wakes the prober (see [`Health::want_probe`]).
     probe: Notify,
+    /// Cluster mode: the topology has not been read yet.
+    topology_pending: AtomicBool,
     /// Shutdown began. Never unset.
     draining: AtomicBool,
     /// Live client connections.
@@ -95,6 +97,21 @@ impl Health {
     /// 200 and `/readiness` may.
     pub fn set_started(&self) {
         self.identity_ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Cluster mode: `/startup` and `/readiness` wait for the first
+    /// topology read too.
+    pub fn set_topology_pending(&self) {
+        self.topology_pending.store(true, Ordering::Relaxed);
+    }
+
+    /// The cluster topology was read (its nodes have listeners).
+    pub fn set_topology_known(&self) {
+        self.topology_pending.store(false, Ordering::Relaxed);
+    }
+
+    fn topology_pending(&self) -> bool {
+        self.topology_pending.load(Ordering::Relaxed)
     }
 
     /// Records how an upstream connection's authentication went (a
@@ -169,6 +186,7 @@ impl Health {
     /// an upstream connection has authenticated with it once.
     pub fn started(&self) -> bool {
         self.identity_ready.load(Ordering::Relaxed)
+            && !self.topology_pending()
             && self
                 .upstream
                 .lock()
@@ -201,7 +219,7 @@ impl Health {
         } else if let Some(kind) = self.upstream_failure() {
             Some(format!("upstream failing: {kind}").into())
         } else if !self.started() {
-            Some("starting".into())
+            Some(self.starting())
         } else if self.at_capacity() {
             Some("at max connections".into())
         } else {
@@ -216,7 +234,15 @@ impl Health {
         } else if let Some(kind) = self.upstream_failure() {
             Some(format!("upstream failing: {kind}").into())
         } else {
-            Some("starting".into())
+            Some(self.starting())
+        }
+    }
+
+    fn starting(&self) -> Cow<'static, str> {
+        if self.topology_pending() {
+            "starting: reading the cluster topology".into()
+        } else {
+            "starting".into()
         }
     }
 }

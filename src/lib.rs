@@ -6,6 +6,8 @@
 //! - [`server`]: listeners, accept loop, connection limit, graceful drain.
 //! - [`session`]: one task per client: relays bytes, keeps the reply ledger.
 //! - [`upstream`]: TCP + TLS connector and the AUTH handshake.
+//! - [`cluster`]: cluster mode: the node ↔ local listener map, and the
+//!   rewriting of replies that name nodes.
 //! - [`auth`]: identities per connection: IAM token signer, credentials
 //!   refresher, fallback policy, password user, secret redaction.
 //! - [`resp`]: RESP frame boundaries and the few commands the proxy understands.
@@ -20,6 +22,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -58,6 +58,15 @@ pub struct Metrics {
     pub client_connections_refused: IntCounter,
     /// Clients that began a TLS handshake on the plaintext listener.
     pub client_tls_refused: IntCounter,
+    /// Cluster mode: upstream nodes known, by `role` (primary, replica).
+    pub cluster_nodes: IntGaugeVec,
+    /// Cluster mode: topology reads, by `outcome` (success, failure).
+    pub topology_refreshes: IntCounterVec,
+    /// Cluster mode: -MOVED / -ASK errors rewritten to a local listener, by `kind`.
+    pub redirects_rewritten: IntCounterVec,
+    /// Cluster mode: client sessions open now per upstream `node` (the
+    /// label's values are bounded by the cluster's size).
+    pub cluster_node_sessions: IntGaugeVec,
     /// Clients' AUTH against the local client password, by `outcome`.
     pub client_auth: IntCounterVec,
     /// Authenticated upstream connections open now, by `method`.
@@ -168,6 +177,30 @@ impl Metrics {
             client_tls_refused: reg!(counter(
                 "client_tls_refused_total",
                 "Client connections closed because the client spoke TLS to the plaintext listener."
+            )),
+            cluster_nodes: reg!(IntGaugeVec::new(
+                Opts::new(
+                    name("cluster_nodes"),
+                    "Cluster mode: upstream nodes known, by role (primary, replica)."
+                ),
+                &["role"]
+            )),
+            topology_refreshes: reg!(counter_vec(
+                "topology_refreshes_total",
+                "Cluster mode: reads of the cluster topology, by outcome.",
+                &["outcome"]
+            )),
+            redirects_rewritten: reg!(counter_vec(
+                "redirects_rewritten_total",
+                "Cluster mode: -MOVED and -ASK errors rewritten to name a local listener, by kind.",
+                &["kind"]
+            )),
+            cluster_node_sessions: reg!(IntGaugeVec::new(
+                Opts::new(
+                    name("cluster_node_sessions"),
+                    "Cluster mode: client sessions open now, by upstream node (host:port)."
+                ),
+                &["node"]
             )),
             client_auth: reg!(counter_vec(
                 "client_auth_total",

@@ -17,13 +17,14 @@ use bytes::{Bytes, BytesMut};
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, UnixListener},
+    sync::mpsc,
     task::JoinSet,
 };
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::{
     admin::Health,
-    auth, config,
+    auth, cluster, config,
     metrics::Metrics,
     resp::error_reply,
     session::{self, Context, Limits},
@@ -74,6 +75,9 @@ pub struct Server {
     drain_timeout: Duration,
     health: Arc<Health>,
     drain: tokio::sync::watch::Sender<bool>,
+    /// Cluster mode: the listeners the topology makes for new nodes, and
+    /// how often it is re-read.
+    cluster: Option<(mpsc::UnboundedReceiver<cluster::Listener>, Duration)>,
 }
 
 impl Server {
@@ -93,8 +97,18 @@ impl Server {
         let metrics = auth.metrics.clone();
         let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
         let health = Arc::new(Health::new(cfg.max_connections));
+        let connector = Connector::new(cfg)?;
+        let (topology, cluster) = match &cfg.cluster {
+            Some(settings) => {
+                health.set_topology_pending();
+                let (topology, listeners) =
+                    cluster::Topology::new(cfg.listen, settings, &connector, metrics.clone());
+                (Some(topology), Some((listeners, settings.refresh)))
+            }
+            None => (None, None),
+        };
         let ctx = Arc::new(Context {
-            connector: Connector::new(cfg)?,
+            connector,
             auth,
             limits: Limits {
                 max_frame: cfg.max_frame_size,
@@ -107,6 +121,7 @@ impl Server {
             client_password: cfg.client_password.clone(),
             drain: drain_rx,
             health: health.clone(),
+            cluster: topology,
         });
         let tcp = TcpListener::bind(cfg.listen)
             .await
@@ -126,6 +141,7 @@ impl Server {
             drain_timeout: cfg.drain_timeout,
             health,
             drain: drain_tx,
+            cluster,
         })
     }
 
@@ -171,6 +187,7 @@ impl Server {
             drain_timeout,
             health,
             drain,
+            cluster,
         } = self;
         let lingering = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Started once the first identity is known (the first IAM token).
@@ -192,6 +209,18 @@ impl Server {
                 }
             })
         };
+        // Cluster mode: node listeners hand their clients to the loop below.
+        let (node_tx, mut node_rx) =
+            mpsc::channel::<(tokio::net::TcpStream, String, Arc<cluster::Node>)>(64);
+        let mut node_listeners = JoinSet::new();
+        let (mut new_listeners, maintainer) = match cluster {
+            Some((listeners, refresh)) => {
+                let (ctx, health) = (ctx.clone(), health.clone());
+                let task = tokio::spawn(maintain_topology(ctx, health, refresh));
+                (Some(listeners), Some(task))
+            }
+            None => (None, None),
+        };
         let metrics = ctx.metrics.clone();
         info!(
             listen = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -209,13 +238,18 @@ impl Server {
                 r = tcp.accept() => r.map(|(s, peer)| {
                     // Commands are small and latency-bound on this side too.
                     let _ = s.set_nodelay(true);
-                    (Client::Tcp(s), peer.to_string())
+                    (Client::Tcp(s), peer.to_string(), None)
                 }),
-                r = accept_unix(&unix) => r.map(|s| (Client::Unix(s), "unix".to_string())),
+                r = accept_unix(&unix) => r.map(|s| (Client::Unix(s), "unix".to_string(), None)),
+                Some((s, peer, node)) = node_rx.recv() => Ok((Client::Tcp(s), peer, Some(node))),
+                Some(new) = next_listener(&mut new_listeners) => {
+                    node_listeners.spawn(accept_node(new, node_tx.clone()));
+                    continue;
+                }
                 // Reap finished sessions so the set stays as small as the live ones.
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
             };
-            let (client, peer) = match accepted {
+            let (client, peer, node) = match accepted {
                 Ok(c) => {
                     backoff = Duration::from_millis(5);
                     c
@@ -249,9 +283,17 @@ impl Server {
             }
             let guard = Active::new(&health, &metrics);
             let ctx = ctx.clone();
-            let conn = session::Conn { id, peer };
+            let node_guard = node.as_ref().map(|n| {
+                let gauge = metrics
+                    .cluster_node_sessions
+                    .with_label_values(&[&n.name()]);
+                gauge.inc();
+                NodeSession(gauge)
+            });
+            let conn = session::Conn { id, peer, node };
             sessions.spawn(
                 async move {
+                    let _node_guard = node_guard;
                     debug!("client connected");
                     let end = match client {
                         Client::Tcp(s) => session::run(s, ctx, conn).await,
@@ -268,6 +310,10 @@ impl Server {
         let _ = drain.send(true);
         warm.abort();
         prober.abort();
+        if let Some(task) = maintainer {
+            task.abort();
+        }
+        node_listeners.abort_all();
         drop(tcp);
         if let Some((listener, path)) = unix {
             drop(listener);
@@ -304,6 +350,102 @@ impl Server {
                 sessions.shutdown().await;
             }
         }
+    }
+}
+
+/// Cluster mode: reads the topology through the configured endpoint at
+/// start (`/startup` waits for it) and then every `refresh`, giving every
+/// node it names a listener. A failed read is logged, counted and retried
+/// sooner; the map keeps what it knew.
+async fn maintain_topology(ctx: Arc<Context>, health: Arc<Health>, refresh: Duration) {
+    let Some(topology) = ctx.cluster.clone() else {
+        return;
+    };
+    ctx.auth.wait_ready().await;
+    let mut retry = Duration::from_millis(200);
+    loop {
+        let outcome = match session::read_topology(&ctx).await {
+            Ok((kind, reply)) if topology.learn(kind, &reply) => Ok(kind),
+            Ok((kind, _)) => Err(format!("a CLUSTER {kind:?} reply the proxy cannot read")),
+            Err(e) => Err(format!("{}: {}", e.kind.as_str(), e.detail)),
+        };
+        let label = if outcome.is_ok() {
+            "success"
+        } else {
+            "failure"
+        };
+        ctx.metrics
+            .topology_refreshes
+            .with_label_values(&[label])
+            .inc();
+        let wait = match outcome {
+            Ok(kind) => {
+                let nodes = topology.nodes();
+                if !health.started() || health.upstream_failure().is_some() {
+                    info!(nodes = nodes.len(), via = ?kind, "cluster topology read");
+                } else {
+                    debug!(nodes = nodes.len(), via = ?kind, "cluster topology read");
+                }
+                health.set_topology_known();
+                retry = Duration::from_millis(200);
+                refresh
+            }
+            Err(reason) => {
+                warn!(%reason, retry_in = ?retry, "cannot read the cluster topology");
+                let wait = retry;
+                retry = (retry * 2).min(refresh);
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn next_listener(
+    listeners: &mut Option<mpsc::UnboundedReceiver<cluster::Listener>>,
+) -> Option<cluster::Listener> {
+    match listeners {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Accepts on one node's listener, handing each client to the accept loop
+/// (which applies the connection limit and starts the session).
+async fn accept_node(
+    new: cluster::Listener,
+    to_loop: mpsc::Sender<(tokio::net::TcpStream, String, Arc<cluster::Node>)>,
+) {
+    let cluster::Listener { listener, node } = new;
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match listener.accept().await {
+            Ok((s, peer)) => {
+                backoff = Duration::from_millis(5);
+                let _ = s.set_nodelay(true);
+                if to_loop
+                    .send((s, peer.to_string(), node.clone()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(node = %node.name(), error = %e, retry_in = ?backoff, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Counts a session in its node's `cluster_node_sessions` while it lives.
+struct NodeSession(prometheus::IntGauge);
+
+impl Drop for NodeSession {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

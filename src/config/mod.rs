@@ -12,7 +12,7 @@ use std::{
 };
 
 pub use value::{
-    AuthMode, ByteSize, HumanDuration, LogFormat, LogLevel, Service, UnixMode, Upstream,
+    AuthMode, ByteSize, HumanDuration, LogFormat, LogLevel, PortRange, Service, UnixMode, Upstream,
 };
 
 use crate::auth::Secret;
@@ -102,6 +102,12 @@ settings! {
     #[arg(value_name = "REGION")] region: String,
     /// The cache is ElastiCache Serverless (tokens carry ResourceType=ServerlessCache)
     #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")] serverless: bool,
+    /// Cluster mode (sharded or serverless caches): give every node a local listener and rewrite topology replies and MOVED/ASK to them
+    #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")] cluster: bool,
+    /// Local ports for the node listeners in cluster mode, FIRST-LAST [default: ephemeral ports]
+    #[arg(value_name = "FIRST-LAST")] cluster_ports: PortRange,
+    /// How often cluster mode re-reads the topology [default: 30s]
+    #[arg(value_name = "DURATION")] cluster_refresh: HumanDuration,
     /// AWS service the tokens are signed for [default: elasticache]
     #[arg(value_name = "SERVICE")] service: Service,
     /// ACL user for AUTH; unset sends legacy `AUTH <password>`
@@ -248,10 +254,21 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub max_frame_size: u64,
     pub log_format: LogFormat,
+    /// Cluster mode: `None` serves a single endpoint.
+    pub cluster: Option<Cluster>,
     /// A level ("info") or an EnvFilter directive.
     pub log_level: String,
     /// Non-fatal notes to log once logging is set up.
     pub warnings: Vec<String>,
+}
+
+/// Cluster mode settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Ports for the node listeners; `None`: ephemeral.
+    pub ports: Option<PortRange>,
+    /// How often the topology is re-read.
+    pub refresh: Duration,
 }
 
 /// Upstream TLS settings.
@@ -359,7 +376,7 @@ enum ValueKind {
 /// Kept in step with [`Args`] by a test that deserializes every key.
 fn value_kind(key: &str) -> ValueKind {
     match key {
-        "no-tls" | "serverless" => ValueKind::Bool,
+        "no-tls" | "serverless" | "cluster" => ValueKind::Bool,
         "max-connections" => ValueKind::Integer,
         _ => ValueKind::String,
     }
@@ -534,9 +551,33 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 9090))),
         max_frame_size,
         log_format: a.log_format.unwrap_or(LogFormat::Text),
+        cluster: cluster(&a)?,
         log_level: a.log_level.map_or_else(|| "info".into(), |l| l.0),
         warnings,
     })
+}
+
+/// Cluster mode's settings; they need `--cluster`.
+fn cluster(a: &Args) -> Result<Option<Cluster>, Error> {
+    if a.cluster != Some(true) {
+        for (name, set) in [
+            ("cluster_ports", a.cluster_ports.is_some()),
+            ("cluster_refresh", a.cluster_refresh.is_some()),
+        ] {
+            if set {
+                return Err(invalid(name, "only applies with --cluster"));
+            }
+        }
+        return Ok(None);
+    }
+    let refresh = a.cluster_refresh.map_or(Duration::from_secs(30), |d| d.0);
+    if refresh < Duration::from_secs(1) {
+        return Err(invalid("cluster_refresh", "must be at least 1s"));
+    }
+    Ok(Some(Cluster {
+        ports: a.cluster_ports,
+        refresh,
+    }))
 }
 
 /// Shorthand for [`Error::Invalid`].

@@ -114,6 +114,33 @@ impl<'de> Deserialize<'de> for UnixMode {
     }
 }
 
+/// An inclusive range of TCP ports, written `FIRST-LAST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("expected FIRST-LAST such as \"7000-7099\", got {s:?}");
+        let (first, last) = s.trim().split_once('-').ok_or_else(bad)?;
+        let port = |p: &str| p.trim().parse::<u16>().ok().filter(|&p| p > 0);
+        match (port(first), port(last)) {
+            (Some(first), Some(last)) if first <= last => Ok(PortRange { first, last }),
+            (Some(_), Some(_)) => Err(format!("the first port comes first, got {s:?}")),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
 /// The upstream endpoint: a DNS name, IPv4 address or bracketed IPv6 address, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {

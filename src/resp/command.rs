@@ -71,6 +71,20 @@ pub enum Class {
     Quit,
     /// `SYNC` / `PSYNC`: the reply may start a replication stream.
     Sync,
+    /// `CLUSTER ...`: the topology subcommands matter; needs the arguments.
+    Cluster,
+    /// `CLUSTER SLOTS | SHARDS | NODES | REPLICAS | SLAVES`: the reply names
+    /// nodes (rewritten in cluster mode).
+    Topology(Topology),
+}
+
+/// Which topology reply a `CLUSTER` subcommand gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    Slots,
+    Shards,
+    /// `CLUSTER NODES`, and the node lines of `CLUSTER REPLICAS` / `SLAVES`.
+    Nodes,
 }
 
 impl Class {
@@ -97,7 +111,7 @@ impl Class {
     pub fn needs_args(self) -> bool {
         matches!(
             self,
-            Class::Auth | Class::Hello | Class::Client | Class::Select
+            Class::Auth | Class::Hello | Class::Client | Class::Select | Class::Cluster
         )
     }
 }
@@ -148,8 +162,25 @@ pub fn classify(name: &[u8], argc: u64) -> Class {
         Class::Quit
     } else if is("sync") || is("psync") {
         Class::Sync
+    } else if is("cluster") {
+        Class::Cluster
     } else {
         Class::Plain
+    }
+}
+
+/// Refines `CLUSTER ...` given all its arguments (name included).
+pub fn classify_cluster(args: &[&[u8]]) -> Class {
+    let Some(sub) = args.get(1) else {
+        return Class::Plain;
+    };
+    let is = |s: &str| sub.eq_ignore_ascii_case(s.as_bytes());
+    match args.len() {
+        2 if is("slots") => Class::Topology(Topology::Slots),
+        2 if is("shards") => Class::Topology(Topology::Shards),
+        2 if is("nodes") => Class::Topology(Topology::Nodes),
+        3 if is("replicas") || is("slaves") => Class::Topology(Topology::Nodes),
+        _ => Class::Plain,
     }
 }
 

@@ -11,8 +11,9 @@ pub mod command;
 pub mod inline;
 pub mod reply;
 pub mod scan;
+pub mod tree;
 
-pub use command::{Class, PubSub, ReplyMode};
+pub use command::{Class, PubSub, ReplyMode, Topology};
 pub use scan::{Error, Head, Scanner, Side};
 
 use bytes::{Bytes, BytesMut};

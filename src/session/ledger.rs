@@ -11,7 +11,7 @@ use std::collections::{HashSet, VecDeque};
 
 use bytes::Bytes;
 
-use crate::resp::{self, reply, Class, PubSub, ReplyMode};
+use crate::resp::{self, reply, Class, PubSub, ReplyMode, Topology};
 
 /// A reply the server (or the proxy) owes, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,12 +52,16 @@ pub enum Pending {
     Empty,
     /// The proxy's own AUTH: its reply is consumed, never shown to the client.
     ProxyAuth,
+    /// A CLUSTER subcommand whose reply names nodes: held whole, so that
+    /// cluster mode can rewrite it.
+    Topology(Topology),
 }
 
 impl From<Class> for Pending {
     fn from(class: Class) -> Self {
         match class {
-            Class::Plain | Class::Client | Class::Select => Pending::Plain,
+            Class::Plain | Class::Client | Class::Select | Class::Cluster => Pending::Plain,
+            Class::Topology(kind) => Pending::Topology(kind),
             Class::SelectDb(db) => Pending::Select(db),
             Class::Auth => Pending::Local {
                 answer: Answer::Auth,
@@ -288,6 +292,13 @@ impl State {
     }
 }
 
+/// A reply that cluster mode looks into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rewrite {
+    Topology(Topology),
+    Exec,
+}
+
 /// Who gets a frame from the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -365,6 +376,16 @@ impl Ledger {
     /// inside, so it may be forwarded while still arriving.
     pub fn head_is_plain(&self) -> bool {
         matches!(self.head, Some((Pending::Plain, _)))
+    }
+
+    /// The topology reply (or EXEC result) at the head, for cluster mode's
+    /// rewriting.
+    pub fn head_rewrite(&self) -> Option<Rewrite> {
+        match self.head {
+            Some((Pending::Topology(kind), _)) => Some(Rewrite::Topology(kind)),
+            Some((Pending::Exec, _)) => Some(Rewrite::Exec),
+            _ => None,
+        }
     }
 
     /// True while the reply at the head is the one to a SYNC/PSYNC.

@@ -27,11 +27,12 @@ use tracing::{debug, warn};
 
 use crate::{
     auth::{self, Method},
+    cluster,
     error::{Error, Kind},
     resp::{self, command, inline, Class, Scanner, Side},
     upstream::{Connector, Stream},
 };
-use ledger::{Answer, Done, Ledger, Pending, Route};
+use ledger::{Answer, Done, Ledger, Pending, Rewrite, Route};
 use open::open;
 use reauth::{InFlight, Purpose};
 
@@ -68,6 +69,8 @@ pub struct Context {
     /// Where each upstream authentication's outcome is recorded for
     /// `/startup` and `/readiness`.
     pub health: Arc<crate::admin::Health>,
+    /// Cluster mode's node map; `None` for a single endpoint.
+    pub cluster: Option<Arc<cluster::Topology>>,
 }
 
 /// Per-session bounds (invariant 7).
@@ -108,6 +111,16 @@ pub struct Conn {
     pub id: u64,
     /// The client's address (`unix` for the Unix socket).
     pub peer: String,
+    /// Cluster mode: the node whose listener accepted the client; `None`
+    /// for the main listener (the configured endpoint).
+    pub node: Option<Arc<cluster::Node>>,
+}
+
+impl Conn {
+    /// The upstream node for logs; empty for the configured endpoint.
+    pub fn node_name(&self) -> String {
+        self.node.as_ref().map(|n| n.name()).unwrap_or_default()
+    }
 }
 
 /// Counts the session in `upstream_connections_active{method}` while it
@@ -205,6 +218,7 @@ pub async fn probe(ctx: &Context) {
     let conn = Conn {
         id: 0,
         peer: "probe".into(),
+        node: None,
     };
     let mut rest = BytesMut::new();
     let opened = open(ctx, &conn, &mut rest).await;
@@ -224,6 +238,85 @@ pub async fn probe(ctx: &Context) {
         }
         Err(e) => {
             warn!(kind = e.kind.as_str(), detail = %e.detail, "upstream probe failed");
+        }
+    }
+}
+
+/// How long a topology read waits for its reply.
+const TOPOLOGY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the cluster topology through the configured endpoint on a
+/// connection of its own, authenticated as sessions are (and logged as
+/// client `topology`): `CLUSTER SHARDS`, or `CLUSTER SLOTS` where the
+/// server does not know SHARDS (before Redis 7).
+pub async fn read_topology(ctx: &Context) -> Result<(cluster::Kind, Bytes), Error> {
+    let conn = Conn {
+        id: 0,
+        peer: "topology".into(),
+        node: None,
+    };
+    let mut rest = BytesMut::new();
+    let (mut stream, _) = open(ctx, &conn, &mut rest).await?;
+    let mut reply = Scanner::new(Side::Reply, ctx.limits.max_frame);
+    let mut last = Bytes::new();
+    for (kind, command) in [
+        (
+            cluster::Kind::Shards,
+            &b"*2\r\n$7\r\nCLUSTER\r\n$6\r\nSHARDS\r\n"[..],
+        ),
+        (
+            cluster::Kind::Slots,
+            b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n",
+        ),
+    ] {
+        let exchange = async {
+            stream.write_all(command).await?;
+            stream.flush().await?;
+            read_reply(&mut stream, &mut reply, &mut rest).await
+        };
+        last = tokio::time::timeout(TOPOLOGY_TIMEOUT, exchange)
+            .await
+            .map_err(|_| {
+                Error::upstream(
+                    Kind::Io,
+                    format!("no reply to CLUSTER {kind:?} within {TOPOLOGY_TIMEOUT:?}"),
+                )
+            })?
+            .map_err(|e| Error::upstream(Kind::Io, format!("reading the topology: {e}")))?;
+        if !last.starts_with(b"-") {
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+            return Ok((kind, last));
+        }
+    }
+    Err(Error::upstream(
+        Kind::Protocol,
+        format!(
+            "the server refused CLUSTER SHARDS and CLUSTER SLOTS ({}); is cluster mode enabled on the cache?",
+            String::from_utf8_lossy(&last[..last.len().min(120)]).trim_end()
+        ),
+    ))
+}
+
+/// Reads one complete reply frame, starting with what `rest` holds.
+async fn read_reply<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    scanner: &mut Scanner,
+    rest: &mut BytesMut,
+) -> io::Result<Bytes> {
+    let mut pos = 0;
+    loop {
+        if pos < rest.len() {
+            let (n, done) = scanner
+                .advance(&rest[pos..])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+            pos += n;
+            if done {
+                return Ok(rest.split_to(pos).freeze());
+            }
+        }
+        rest.reserve(READ_CHUNK);
+        if stream.read_buf(rest).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
 }
@@ -854,6 +947,7 @@ impl Relay {
             _ => {
                 let class = match class {
                     Class::Client => command::classify_client(&refs),
+                    Class::Cluster => command::classify_cluster(&refs),
                     Class::Select => command::classify_select(&refs),
                     other => other,
                 };
@@ -1018,11 +1112,30 @@ impl Relay {
             if route == Route::Reply && self.ledger.head_is_sync() {
                 self.sync_answered = true;
             }
+            // Cluster mode looks into the few replies that name nodes.
+            let rewrite = match self.ctx.cluster {
+                Some(_) if route == Route::Reply => {
+                    if cluster::rewrite::is_redirect(&self.ubuf[self.ustart..self.upos]) {
+                        Some(None)
+                    } else {
+                        self.ledger.head_rewrite().map(Some)
+                    }
+                }
+                _ => None,
+            };
             let outcome = self
                 .ledger
                 .complete(&self.ubuf[self.ustart..self.upos], route);
             self.ustream = false;
-            if route.to_client() {
+            let rewritten = rewrite.and_then(|what| self.rewritten(what));
+            if let Some(bytes) = rewritten {
+                // Everything before it goes first; the frame itself is
+                // replaced.
+                self.forward_replies();
+                self.ubuf.advance(self.upos);
+                self.upos = 0;
+                self.to_client.push(Bytes::from(bytes));
+            } else if route.to_client() {
                 self.ustart = self.upos;
             } else {
                 self.forward_replies();
@@ -1065,6 +1178,41 @@ impl Relay {
                 "SYNC with replies off: relaying raw from here"
             );
             self.start_raw();
+        }
+    }
+
+    /// Cluster mode: the complete reply `ubuf[ustart..upos]` with every
+    /// node address in it replaced by the proxy's listener for the node
+    /// (`what`: the head's topology reply or EXEC result, or `None` for a
+    /// -MOVED / -ASK error). `None`: nothing to change.
+    fn rewritten(&self, what: Option<Rewrite>) -> Option<Vec<u8>> {
+        let topology = self.ctx.cluster.as_ref()?;
+        let frame = &self.ubuf[self.ustart..self.upos];
+        let here = self
+            .conn
+            .node
+            .as_ref()
+            .map_or(topology.seed_host(), |n| n.host.as_str());
+        let mut locate = topology.locator();
+        let counted = |kind: cluster::rewrite::Redirect| {
+            self.ctx
+                .metrics
+                .redirects_rewritten
+                .with_label_values(&[kind.as_str()])
+                .inc();
+        };
+        use cluster::rewrite;
+        match what {
+            None => rewrite::redirect(frame, here, &mut locate).map(|(kind, bytes)| {
+                counted(kind);
+                bytes
+            }),
+            Some(Rewrite::Exec) => rewrite::exec(frame, here, &mut locate, counted),
+            Some(Rewrite::Topology(resp::Topology::Slots)) => rewrite::slots(frame, &mut locate),
+            Some(Rewrite::Topology(resp::Topology::Shards)) => {
+                rewrite::shards(frame, topology.tls(), &mut locate)
+            }
+            Some(Rewrite::Topology(resp::Topology::Nodes)) => rewrite::nodes(frame, &mut locate),
         }
     }
 

@@ -23,7 +23,9 @@ pub(super) async fn open(
     rest: &mut BytesMut,
 ) -> Result<(Stream, Method), Error> {
     let m = &ctx.metrics;
-    let (mut stream, timings) = ctx.connector.connect().await?;
+    // In cluster mode a node's listener connects to that node.
+    let connector = conn.node.as_ref().map_or(&ctx.connector, |n| &n.connector);
+    let (mut stream, timings) = connector.connect().await?;
     m.upstream_connections.inc();
     m.upstream_connect_duration
         .observe(timings.tcp.as_secs_f64());
@@ -42,10 +44,7 @@ pub(super) async fn open(
         let started = Instant::now();
         let (user, result) = match ctx.auth.identity(method).await {
             Ok(identity) => {
-                let result = ctx
-                    .connector
-                    .authenticate(&mut stream, &identity, rest)
-                    .await;
+                let result = connector.authenticate(&mut stream, &identity, rest).await;
                 (identity.user_name().to_string(), result)
             }
             Err(e) => ("-".to_string(), Err(e)),
@@ -173,6 +172,7 @@ pub(super) fn record_attempt(
             target: "auth",
             conn = conn.id,
             client = %conn.peer,
+            node = conn.node_name(),
             method = method.as_str(),
             user,
             outcome,
@@ -186,6 +186,7 @@ pub(super) fn record_attempt(
             target: "auth",
             conn = conn.id,
             client = %conn.peer,
+            node = conn.node_name(),
             method = method.as_str(),
             user,
             outcome,

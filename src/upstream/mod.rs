@@ -98,6 +98,34 @@ impl Connector {
         })
     }
 
+    /// The same settings for another node of a cluster. A node announced
+    /// by a DNS name is verified against that name; one announced by IP
+    /// against the configured server name (`--tls-server-name` or the
+    /// configuration endpoint's host), as ElastiCache's wildcard
+    /// certificates allow.
+    pub fn for_node(&self, host: &str, port: u16) -> Connector {
+        let mut node = self.clone();
+        node.host = host.to_string();
+        node.port = port;
+        if host.parse::<std::net::IpAddr>().is_err() {
+            if let (Some((tls, _)), Ok(name)) = (&self.tls, ServerName::try_from(host.to_string()))
+            {
+                node.tls = Some((tls.clone(), name));
+            }
+        }
+        node
+    }
+
+    /// The host connections go to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// `host:port` for logs.
     pub fn target(&self) -> String {
         if self.host.contains(':') {

@@ -11,6 +11,7 @@
 
 mod certs;
 mod clients;
+mod cluster;
 mod emulator;
 mod proxy;
 mod redis;
@@ -32,6 +33,8 @@ use tokio_rustls::{client::TlsStream, TlsConnector};
 pub use certs::Certs;
 #[allow(unused_imports)] // Only the library tests run client libraries.
 pub use clients::{Endpoint, Library, Run};
+#[allow(unused_imports)] // Only the cluster tests start a cluster.
+pub use cluster::RedisCluster;
 #[allow(unused_imports)] // Only the IAM tests use the emulator.
 pub use emulator::{
     backend_options, AwsCreds, Emulator, EmulatorOptions, BACKEND_PASSWORD, CACHE, IAM_USER, REGION,
