@@ -365,7 +365,7 @@ async fn maintain_topology(ctx: Arc<Context>, health: Arc<Health>, refresh: Dura
     let mut retry = Duration::from_millis(200);
     loop {
         let outcome = match session::read_topology(&ctx).await {
-            Ok((kind, reply)) if topology.learn(kind, &reply) => Ok(kind),
+            Ok((kind, reply)) if topology.refresh(kind, &reply) => Ok(kind),
             Ok((kind, _)) => Err(format!("a CLUSTER {kind:?} reply the proxy cannot read")),
             Err(e) => Err(format!("{}: {}", e.kind.as_str(), e.detail)),
         };
@@ -419,7 +419,11 @@ async fn accept_node(
     let cluster::Listener { listener, node } = new;
     let mut backoff = Duration::from_millis(5);
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = node.removed() => return,
+        };
+        match accepted {
             Ok((s, peer)) => {
                 backoff = Duration::from_millis(5);
                 let _ = s.set_nodelay(true);

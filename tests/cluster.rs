@@ -9,14 +9,20 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{text, Proxy, RedisCluster, Resp};
+use elasticache_auth_proxy::config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A proxy in cluster mode with the first node as its seed, once its
 /// `/startup` says the topology is read.
 async fn cluster_proxy(cluster: &RedisCluster) -> Proxy {
+    cluster_proxy_with(cluster, |_| {}).await
+}
+
+async fn cluster_proxy_with(cluster: &RedisCluster, more: impl FnOnce(&mut config::Args)) -> Proxy {
     let mut args = Proxy::args(&cluster.nodes[0]);
     args.cluster = Some(true);
+    more(&mut args);
     let proxy = Proxy::start_with(args, "app-secret-pw").await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -178,4 +184,76 @@ async fn a_moved_error_names_a_local_listener_that_serves_the_key() {
         scrape.contains("elasticache_auth_proxy_redirects_rewritten_total{kind=\"moved\"} 3"),
         "{scrape}"
     );
+}
+
+/// The value of one series in a scrape (name without the prefix); 0 if absent.
+async fn series(proxy: &Proxy, name: &str) -> f64 {
+    let scrape = http_get(proxy.admin, "/metrics").await.1;
+    let want = format!("elasticache_auth_proxy_{name} ");
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Waits until `series` reaches `want`.
+async fn series_becomes(proxy: &Proxy, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = series(proxy, name).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name}: {got}, want {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The proxy's listener for upstream node `port`, from CLUSTER NODES
+/// through the proxy (each line's `myself` marks the node asked).
+async fn listener_of(proxy: &Proxy, cluster: &RedisCluster, port: u16) -> SocketAddr {
+    let id = cluster.run(port, &["CLUSTER", "MYID"]).trim().to_string();
+    let mut c = Resp::connect(proxy.addr).await;
+    let nodes = text(&c.cmd(&[b"CLUSTER", b"NODES"]).await);
+    let line = nodes
+        .lines()
+        .find(|l| l.trim_start_matches('$').starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not in {nodes}"));
+    line.split(' ')
+        .nth(1)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_gets_a_listener_and_a_removed_one_stops_accepting() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let proxy = cluster_proxy_with(&cluster, |a| {
+        a.cluster_refresh = Some("1s".parse().unwrap());
+    })
+    .await;
+    series_becomes(&proxy, r#"cluster_nodes{role="primary"}"#, 3.0).await;
+
+    // Scale-out: the periodic refresh finds the new node.
+    let added = cluster.add_node();
+    series_becomes(&proxy, r#"cluster_nodes{role="primary"}"#, 4.0).await;
+    let local = listener_of(&proxy, &cluster, added).await;
+    let mut c = Resp::connect(local).await;
+    assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
+    let id = cluster.run(added, &["CLUSTER", "MYID"]).trim().to_string();
+    assert_eq!(text(&c.cmd(&[b"CLUSTER", b"MYID"]).await), format!("${id}"));
+    drop(c);
+
+    // Scale-in: once the cluster forgets it, its listener stops accepting.
+    cluster.del_node(added);
+    series_becomes(&proxy, r#"cluster_nodes{role="primary"}"#, 3.0).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(local).await.is_ok() {
+        assert!(Instant::now() < deadline, "{local} still accepts");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

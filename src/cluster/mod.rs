@@ -31,6 +31,8 @@ pub struct Node {
     /// Connects to this node (TLS verified as [`Connector::for_node`] says).
     pub connector: Connector,
     role: Mutex<Option<Role>>,
+    /// Turns true when the node leaves the topology.
+    removed: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -46,6 +48,13 @@ impl Node {
     /// `host:port` for logs and the per-node metrics label.
     pub fn name(&self) -> String {
         self.connector.target()
+    }
+
+    /// Resolves once the node has left the topology: its listener stops
+    /// accepting (its sessions end when the server closes them).
+    pub async fn removed(&self) {
+        let mut rx = self.removed.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 }
 
@@ -160,13 +169,53 @@ impl Topology {
     /// Learns every node a topology reply names (making their listeners);
     /// false if the reply is not one the proxy can read.
     pub fn learn(&self, kind: Kind, reply: &[u8]) -> bool {
-        let mut locate = self.locator();
+        self.learn_seen(kind, reply).is_some()
+    }
+
+    /// A full topology read: learns every node it names, and, for `CLUSTER
+    /// SHARDS` (which lists every node the cluster knows, failed ones too),
+    /// retires the nodes it no longer names. `CLUSTER SLOTS` leaves out
+    /// failed replicas, so it never retires a node.
+    pub fn refresh(&self, kind: Kind, reply: &[u8]) -> bool {
+        let Some(seen) = self.learn_seen(kind, reply) else {
+            return false;
+        };
+        if kind != Kind::Shards || seen.is_empty() {
+            return true;
+        }
+        let mut inner = self.lock();
+        let gone: Vec<(String, u16)> = inner
+            .by_addr
+            .keys()
+            .filter(|k| !seen.contains(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(node) = inner.by_addr.remove(&key) {
+                inner.by_id.retain(|_, n| !Arc::ptr_eq(n, &node));
+                info!(node = %node.name(), listen = %node.local, "cluster: node left the topology; its listener stops accepting");
+                node.removed.send_replace(true);
+            }
+        }
+        self.count_roles(&inner);
+        true
+    }
+
+    fn learn_seen(&self, kind: Kind, reply: &[u8]) -> Option<Vec<(String, u16)>> {
+        let mut seen = Vec::new();
+        let mut locate = |named: &Named<'_>| {
+            let local = self.local(named);
+            if local.is_some() {
+                seen.push((named.host.to_string(), named.port));
+            }
+            local
+        };
         match kind {
             Kind::Slots => rewrite::slots(reply, &mut locate),
             Kind::Shards => rewrite::shards(reply, self.tls(), &mut locate),
             Kind::Nodes => rewrite::nodes(reply, &mut locate),
-        }
-        .is_some()
+        }?;
+        Some(seen)
     }
 
     /// A [`Locate`] backed by this map.
@@ -189,6 +238,7 @@ impl Topology {
             local,
             connector: self.seed.for_node(named.host, named.port),
             role: Mutex::new(named.role),
+            removed: tokio::sync::watch::Sender::new(false),
         });
         info!(node = %node.name(), role = ?named.role, listen = %local, "cluster: node gets a local listener");
         inner

@@ -50,6 +50,50 @@ impl RedisCluster {
         cluster
     }
 
+    /// Starts one more node and adds it as an empty primary (no slots);
+    /// returns its TLS port once every node knows it.
+    pub fn add_node(&mut self) -> u16 {
+        let node = RedisServer::start_with_certs(node_options(&self.certs), self.certs.clone());
+        let port = node.tls_port;
+        let out = self
+            .cli()
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("127.0.0.1:{}", self.nodes[0].tls_port))
+            .output()
+            .expect("redis-cli --cluster add-node");
+        assert!(
+            out.status.success(),
+            "add-node: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        self.nodes.push(node);
+        self.primaries += 1;
+        self.wait_ok();
+        port
+    }
+
+    /// Removes the slotless node on `port` from the cluster (every node
+    /// forgets it; redis-cli shuts it down).
+    pub fn del_node(&mut self, port: u16) {
+        let id = self.run(port, &["CLUSTER", "MYID"]).trim().to_string();
+        let out = self
+            .cli()
+            .args(["--cluster", "del-node"])
+            .arg(format!("127.0.0.1:{}", self.nodes[0].tls_port))
+            .arg(&id)
+            .output()
+            .expect("redis-cli --cluster del-node");
+        assert!(
+            out.status.success(),
+            "del-node: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        self.nodes.retain(|n| n.tls_port != port);
+        self.primaries -= 1;
+        self.wait_ok();
+    }
+
     /// `redis-cli` with TLS and the `app` user, for the first node.
     pub fn cli(&self) -> Command {
         self.cli_for(self.nodes[0].tls_port)
