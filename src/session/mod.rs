@@ -1209,19 +1209,13 @@ fn reserve(buf: &mut BytesMut) {
     }
 }
 
-/// The arguments of a complete multibulk command, as slices of `frame`.
+/// The arguments of a complete multibulk command, as slices of `frame`,
+/// read as Redis reads them (see [`resp::scan::args`]).
 fn multibulk_args(frame: &Bytes) -> Vec<Bytes> {
-    use redis_protocol::resp2::{decode::decode_range, types::RangeFrame};
-    match decode_range(frame) {
-        Ok(Some((RangeFrame::Array(items), _))) => items
-            .iter()
-            .filter_map(|item| match item {
-                RangeFrame::BulkString((start, end)) => Some(frame.slice(*start..*end)),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+    resp::scan::args(frame)
+        .into_iter()
+        .map(|r| frame.slice(r))
+        .collect()
 }
 
 /// Checks a client's password against the local client password in
