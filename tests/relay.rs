@@ -78,5 +78,12 @@ async fn commands_the_proxy_acts_on_are_read_as_redis_reads_them() {
     assert!(text(&c.read().await).contains("proto"), "HELLO's reply");
     assert_eq!(text(&c.read().await), "+OK", "AUTH, answered locally");
     assert_eq!(text(&c.read().await), "+PONG");
+    // A name with a NUL byte can run as the command before the NUL on
+    // Redis (its lookup compares C strings): refused, never forwarded.
+    let reply = text(&c.cmd(&[b"AUTH\0x", b"default", b"pw"]).await);
+    assert!(
+        reply.starts_with("-ERR elasticache-auth-proxy: refused a command name with a NUL"),
+        "{reply}"
+    );
     assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
 }

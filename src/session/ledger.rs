@@ -57,7 +57,8 @@ pub enum Pending {
 impl From<Class> for Pending {
     fn from(class: Class) -> Self {
         match class {
-            Class::Plain | Class::Client | Class::Select => Pending::Plain,
+            // NulInName is answered locally, never relayed.
+            Class::Plain | Class::Client | Class::Select | Class::NulInName => Pending::Plain,
             Class::SelectDb(db) => Pending::Select(db),
             Class::Auth => Pending::Local {
                 answer: Answer::Auth,

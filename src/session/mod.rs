@@ -799,6 +799,13 @@ impl Relay {
     /// command. `frame` is the original multibulk when there was one.
     fn command_with_args(&mut self, class: Class, args: &[Bytes], frame: Option<Bytes>) {
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+        // CLIENT and SELECT are refined by their arguments (CLIENT's may
+        // make it NulInName).
+        let class = match class {
+            Class::Client => command::classify_client(&refs),
+            Class::Select => command::classify_select(&refs),
+            other => other,
+        };
         match class {
             Class::Auth => {
                 // Answered here, in its turn; never forwarded (invariant 2).
@@ -851,12 +858,10 @@ impl Relay {
                     self.answer_locally(Answer::Line(resp::error_reply(&format!("ERR {msg}"))))
                 }
             },
+            Class::NulInName => {
+                self.answer_locally(Answer::Line(resp::error_reply(command::NUL_IN_NAME)))
+            }
             _ => {
-                let class = match class {
-                    Class::Client => command::classify_client(&refs),
-                    Class::Select => command::classify_select(&refs),
-                    other => other,
-                };
                 match frame {
                     Some(frame) => self.to_up.push(frame),
                     None => {
