@@ -64,3 +64,26 @@ async fn client_auth_is_answered_locally_in_its_turn() {
     // Still the proxy's identity.
     assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_the_proxy_acts_on_are_read_as_redis_reads_them() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let proxy = Proxy::start(&redis).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    // Redis skips the two bytes after each argument unread, so these are a
+    // HELLO 2 and an AUTH to it; the proxy must see them so too (it used to
+    // forward an empty `*0` for the HELLO, leaving its reply owed forever).
+    c.send_raw(b"*2\r\n$5\r\nHELLOxx$1\r\n2xx*2\r\n$4\r\nAUTHxx$2\r\npwxx*1\r\n$4\r\nPING\r\n")
+        .await;
+    assert!(text(&c.read().await).contains("proto"), "HELLO's reply");
+    assert_eq!(text(&c.read().await), "+OK", "AUTH, answered locally");
+    assert_eq!(text(&c.read().await), "+PONG");
+    // A name with a NUL byte can run as the command before the NUL on
+    // Redis (its lookup compares C strings): refused, never forwarded.
+    let reply = text(&c.cmd(&[b"AUTH\0x", b"default", b"pw"]).await);
+    assert!(
+        reply.starts_with("-ERR elasticache-auth-proxy: refused a command name with a NUL"),
+        "{reply}"
+    );
+    assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
+}

@@ -71,6 +71,12 @@ pub enum Class {
     Quit,
     /// `SYNC` / `PSYNC`: the reply may start a replication stream.
     Sync,
+    /// A name with a NUL byte whose part before the NUL is one of the names
+    /// above (`AUTH\0x`). Redis looks names up with a hash of every byte but
+    /// compares them as C strings, so now and then (about one name in 200
+    /// on Redis 7.0) it runs such a name as that command: an AUTH or a
+    /// CLIENT REPLY the proxy would not have seen. Refused locally.
+    NulInName,
     /// `CLUSTER ...`: the topology subcommands matter; needs the arguments.
     Cluster,
     /// `CLUSTER SLOTS | SHARDS | NODES | REPLICAS | SLAVES`: the reply names
@@ -111,13 +117,34 @@ impl Class {
     pub fn needs_args(self) -> bool {
         matches!(
             self,
-            Class::Auth | Class::Hello | Class::Client | Class::Select | Class::Cluster
+            Class::Auth
+                | Class::Hello
+                | Class::Client
+                | Class::Select
+                | Class::Cluster
+                | Class::NulInName
         )
     }
 }
 
+/// The client's error for [`Class::NulInName`] (without `-` and CRLF).
+pub const NUL_IN_NAME: &str = "ERR elasticache-auth-proxy: refused a command name with a NUL byte, which the server may run as the command named before the NUL";
+
+/// `strcasecmp(arg, word) == 0`, as Redis compares option words: `arg` is
+/// read as a C string, ending at its first NUL (`word` has none).
+fn c_eq_ignore_case(arg: &[u8], word: &[u8]) -> bool {
+    let arg = &arg[..memchr::memchr(0, arg).unwrap_or(arg.len())];
+    arg.eq_ignore_ascii_case(word)
+}
+
 /// Classifies a command from its name and argument count (including the name).
 pub fn classify(name: &[u8], argc: u64) -> Class {
+    if let Some(nul) = memchr::memchr(0, name) {
+        return match classify(&name[..nul], argc) {
+            Class::Plain => Class::Plain,
+            _ => Class::NulInName,
+        };
+    }
     // Every name the proxy cares about is short; skip the compares for the rest.
     if name.len() > 12 {
         return Class::Plain;
@@ -187,12 +214,15 @@ pub fn classify_cluster(args: &[&[u8]]) -> Class {
 /// Refines `CLIENT ...` given all its arguments (name included).
 pub fn classify_client(args: &[&[u8]]) -> Class {
     match args {
+        // Subcommands are looked up like command names (see `NulInName`).
+        [_, sub, _] if sub.contains(&0) && c_eq_ignore_case(sub, b"reply") => Class::NulInName,
         [_, sub, mode] if sub.eq_ignore_ascii_case(b"reply") => {
-            if mode.eq_ignore_ascii_case(b"on") {
+            // Redis reads the mode with strcasecmp: `OFF\0x` is OFF.
+            if c_eq_ignore_case(mode, b"on") {
                 Class::ClientReply(ReplyMode::On)
-            } else if mode.eq_ignore_ascii_case(b"off") {
+            } else if c_eq_ignore_case(mode, b"off") {
                 Class::ClientReply(ReplyMode::Off)
-            } else if mode.eq_ignore_ascii_case(b"skip") {
+            } else if c_eq_ignore_case(mode, b"skip") {
                 Class::ClientReply(ReplyMode::Skip)
             } else {
                 Class::Plain
@@ -224,33 +254,50 @@ pub struct Hello<'a> {
     pub auth: Option<(&'a [u8], &'a [u8])>,
 }
 
-/// Splits a client's `HELLO [protover [AUTH user pass] [SETNAME name]]`.
-/// An AUTH clause without both user and password is Redis's syntax error,
-/// answered locally so the partial credentials never leave the proxy.
+/// Splits a client's `HELLO [protover [AUTH user pass] [SETNAME name]]`,
+/// reading the options as Redis's helloCommand does: in order, each word
+/// compared as a C string (`AUTH\0x` is AUTH), `SETNAME`'s name checked.
+/// An option Redis would refuse (unknown, or AUTH without both user and
+/// password) gets Redis's own error, answered locally so the credentials
+/// around it never leave the proxy. A bad protocol version is Redis's to
+/// refuse first, before any option: only `HELLO <protover>` is forwarded.
 pub fn hello<'a>(args: &[&'a [u8]]) -> Result<Hello<'a>, String> {
     let proto = args.get(1).and_then(|p| match *p {
         b"2" => Some(2),
         b"3" => Some(3),
         _ => None,
     });
-    let mut out = Vec::with_capacity(args.len());
+    if args.len() >= 2 && proto.is_none() {
+        return Ok(Hello {
+            proto,
+            args: args[..2].to_vec(),
+            auth: None,
+        });
+    }
+    let mut out = args[..args.len().min(2)].to_vec();
     let mut auth = None;
-    let mut i = 0;
+    let mut i = 2;
     while i < args.len() {
-        if i >= 2 && args[i].eq_ignore_ascii_case(b"auth") {
-            if i + 2 >= args.len() {
-                // Redis quotes the option as the client spelled it.
-                return Err(format!(
-                    "Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(args[i])
-                ));
-            }
+        let (opt, more) = (args[i], args.len() - 1 - i);
+        if c_eq_ignore_case(opt, b"auth") && more >= 2 {
             auth = Some((args[i + 1], args[i + 2]));
             i += 3;
-            continue;
+        } else if c_eq_ignore_case(opt, b"setname") && more >= 1 {
+            if args[i + 1].iter().any(|c| !(b'!'..=b'~').contains(c)) {
+                return Err(
+                    "Client names cannot contain spaces, newlines or special characters.".into(),
+                );
+            }
+            out.extend_from_slice(&args[i..i + 2]);
+            i += 2;
+        } else {
+            // Redis quotes the option as the client spelled it, up to a NUL.
+            let opt = &opt[..memchr::memchr(0, opt).unwrap_or(opt.len())];
+            return Err(format!(
+                "Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(opt)
+            ));
         }
-        out.push(args[i]);
-        i += 1;
     }
     Ok(Hello {
         proto,
@@ -307,6 +354,13 @@ mod tests {
             ("SYNC", 1, Class::Sync),
             ("psync", 3, Class::Sync),
             ("averyveryverylongcommand", 1, Class::Plain),
+            // Redis may run `AUTH\0x` as AUTH (it did for about one
+            // random suffix in 200 on 7.0.15): never forwarded.
+            ("AUTH\0x", 3, Class::NulInName),
+            ("client\0", 3, Class::NulInName),
+            ("subscribe\0abc", 2, Class::NulInName),
+            ("GET\0x", 2, Class::Plain),
+            ("\0auth", 2, Class::Plain),
         ];
         for (name, argc, want) in cases {
             assert_eq!(classify(name.as_bytes(), *argc), *want, "{name}");
@@ -331,6 +385,12 @@ mod tests {
             (&[b"client", b"reply", b"maybe"], Class::Plain),
             (&[b"client", b"reply"], Class::Plain),
             (&[b"client", b"setname", b"x"], Class::Plain),
+            // redis-server 7.0.15 turned replies off for `OFF\0x`.
+            (
+                &[b"client", b"reply", b"OFF\0x"],
+                Class::ClientReply(ReplyMode::Off),
+            ),
+            (&[b"client", b"reply\0x", b"off"], Class::NulInName),
         ];
         for (args, want) in cases {
             assert_eq!(classify_client(args), *want, "{args:?}");
@@ -359,6 +419,33 @@ mod tests {
             (
                 &[b"hello", b"3", b"AUTH"],
                 Err("Syntax error in HELLO option 'AUTH'".into()),
+            ),
+            // As redis-server 7.0.15 answered each: options in order, so
+            // `auth` can be a client name; words compared as C strings.
+            (
+                &[b"hello", b"3", b"SETNAME", b"auth"],
+                Ok((Some(3), vec![b"hello", b"3", b"SETNAME", b"auth"])),
+            ),
+            (
+                &[b"hello", b"2", b"SETNAME", b"auth", b"x", b"y"],
+                Err("Syntax error in HELLO option 'x'".into()),
+            ),
+            (
+                &[b"hello", b"2", b"AUTH\0x", b"u", b"p"],
+                Ok((Some(2), vec![b"hello", b"2"])),
+            ),
+            (
+                &[b"hello", b"2", b"FOO\0bar"],
+                Err("Syntax error in HELLO option 'FOO'".into()),
+            ),
+            (
+                &[b"hello", b"3", b"SETNAME", b"a b", b"FOO"],
+                Err("Client names cannot contain spaces, newlines or special characters.".into()),
+            ),
+            // A bad version is refused before the options are read.
+            (
+                &[b"hello", b"4", b"AUTH", b"u", b"p", b"FOO"],
+                Ok((None, vec![b"hello", b"4"])),
             ),
         ];
         for (args, want) in cases {

@@ -9,7 +9,7 @@ pub fn split(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut args = Vec::new();
     let mut i = 0;
     loop {
-        while i < line.len() && line[i].is_ascii_whitespace() {
+        while i < line.len() && isspace(line[i]) {
             i += 1;
         }
         if i == line.len() {
@@ -46,7 +46,7 @@ pub fn split(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     }
                     Some(b'"') => {
                         // A closing quote must be followed by a space or the end.
-                        if line.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
+                        if line.get(i + 1).is_some_and(|&c| !isspace(c)) {
                             return None;
                         }
                         inq = false;
@@ -63,7 +63,7 @@ pub fn split(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                         cur.push(b'\'');
                     }
                     Some(b'\'') => {
-                        if line.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
+                        if line.get(i + 1).is_some_and(|&c| !isspace(c)) {
                             return None;
                         }
                         insq = false;
@@ -75,7 +75,9 @@ pub fn split(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             } else {
                 match c {
                     None => break,
-                    Some(c) if c.is_ascii_whitespace() => break,
+                    // Not `isspace`: sdssplitargs ends a bare word only at
+                    // these, so a vertical tab or form feed stays in it.
+                    Some(b' ' | b'\n' | b'\r' | b'\t') => break,
                     Some(b'"') => inq = true,
                     Some(b'\'') => insq = true,
                     Some(c) => cur.push(c),
@@ -86,6 +88,13 @@ pub fn split(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         let _ = (inq, insq);
         args.push(cur);
     }
+}
+
+/// C's `isspace` in the "C" locale, which sdssplitargs skips between words
+/// and accepts after a closing quote. Unlike `u8::is_ascii_whitespace` it
+/// includes the vertical tab (0x0b).
+fn isspace(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 fn hex(c: Option<&u8>) -> Option<u8> {
@@ -123,6 +132,15 @@ mod tests {
             ("set k v\0ignored", Some(&["set", "k", "v"])),
             ("\0", Some(&[])),
             ("set k \"a\0b\"", None),
+            // What redis-server 7.0.15 ran: a vertical tab or form feed
+            // inside a bare word is part of it, and both separate words
+            // after a closing quote or before the first word.
+            ("ECHO a\x0bb", Some(&["ECHO", "a\x0bb"])),
+            ("ECHO a\x0cb", Some(&["ECHO", "a\x0cb"])),
+            ("\x0bECHO ab", Some(&["ECHO", "ab"])),
+            ("\x0cECHO ab\x0c", Some(&["ECHO", "ab\x0c"])),
+            ("ECHO \"a\"\x0bb", Some(&["ECHO", "a", "b"])),
+            ("ECHO 'a'\x0cb", Some(&["ECHO", "a", "b"])),
         ];
         for (line, want) in cases {
             let want = want.map(|w| w.iter().map(|x| x.to_string()).collect::<Vec<_>>());

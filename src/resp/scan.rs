@@ -175,7 +175,9 @@ impl Scanner {
                     let b = buf[i];
                     i += 1;
                     if cr {
-                        if b != b'\n' {
+                        // Redis skips the byte after a request's `\r`
+                        // unread; a reply's must be `\n`.
+                        if b != b'\n' && self.side == Side::Reply {
                             return Err(self.bad_number(ty));
                         }
                         let at = self.frame_len + i;
@@ -335,10 +337,14 @@ impl Scanner {
                 return Ok(None);
             }
             if !top_level && b != b'$' {
-                return Err(Error(format!(
-                    "Protocol error: expected '$', got '{}'",
-                    (b as char).escape_default()
-                )));
+                // Redis prints the byte as it is (`%c`); a non-ASCII one
+                // cannot go in this String, so it is escaped.
+                let got = if b.is_ascii() {
+                    (b as char).to_string()
+                } else {
+                    (b as char).escape_default().to_string()
+                };
+                return Err(Error(format!("Protocol error: expected '$', got '{got}'")));
             }
         } else if self.in_chunked_string() && b != b';' {
             return Err(Error(self.proto("expected ';' chunk in a streamed string")));
@@ -402,6 +408,10 @@ impl Scanner {
         let streamed = val == STREAMED;
         if self.side == Side::Request {
             if ty == b'*' {
+                // string2ll refuses what does not fit an i64.
+                if neg && val > 1 << 63 {
+                    return Err(self.bad_number(ty));
+                }
                 // Redis ignores `*0` and `*-1`: no command, no reply.
                 if neg || val == 0 {
                     return Ok(true);
@@ -529,6 +539,42 @@ impl Scanner {
             }
         }
     }
+}
+
+/// The arguments of a complete multibulk command the request scanner
+/// accepted, as ranges of `frame`. Read as Redis reads them: the byte after
+/// each length line's `\r` and the two after each argument are skipped
+/// unread, so `$4\r\nAUTHxx` is `AUTH`. Empty for anything else.
+pub fn args(frame: &[u8]) -> Vec<std::ops::Range<usize>> {
+    // The number on a length line starting at `at` (just after its type
+    // byte), and where the line ends.
+    let number = |at: usize| -> Option<(u64, usize)> {
+        let cr = at + memchr::memchr(b'\r', frame.get(at..)?)?;
+        let n = std::str::from_utf8(&frame[at..cr]).ok()?.parse().ok()?;
+        Some((n, cr + 2))
+    };
+    let mut out = Vec::new();
+    if frame.first() != Some(&b'*') {
+        return out;
+    }
+    let Some((argc, mut at)) = number(1) else {
+        return out;
+    };
+    for _ in 0..argc {
+        if frame.get(at) != Some(&b'$') {
+            return Vec::new();
+        }
+        let Some((len, start)) = number(at + 1) else {
+            return Vec::new();
+        };
+        let end = start.saturating_add(len as usize);
+        if end > frame.len() {
+            return Vec::new();
+        }
+        out.push(start..end);
+        at = end + 2;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -715,6 +761,56 @@ mod tests {
         let endless = b"*1\r\n".repeat(MAX_DEPTH + 1);
         let err = frames(Side::Reply, &endless, &[64 * 1024]).unwrap_err();
         assert!(err.0.contains("nested deeper than"), "{err}");
+    }
+
+    #[test]
+    fn request_length_lines_end_as_redis_reads_them() {
+        // What redis-server 7.0.15 ran: any byte after a length line's
+        // `\r` is skipped unread (`+PONG` for each of these).
+        for input in [&b"*1\rX$4\r\nPING\r\n"[..], b"*1\r\n$4\rXPING\r\n"] {
+            assert_eq!(frames(Side::Request, input, &[]).unwrap(), vec![14]);
+            let (ranges, frame) = (args(input), input);
+            assert_eq!(ranges.len(), 1);
+            assert_eq!(&frame[ranges[0].clone()], b"PING");
+        }
+        // ...but a reply's length line ends in CRLF.
+        assert!(frames(Side::Reply, b"$1\rXa\r\n", &[]).is_err());
+        // string2ll refuses a negative count below i64::MIN: Redis
+        // answers an error instead of ignoring it like `*-1`.
+        assert_eq!(
+            frames(Side::Request, b"*-9999999999999999999\r\n", &[])
+                .unwrap_err()
+                .0,
+            "Protocol error: invalid multibulk length"
+        );
+        assert_eq!(
+            frames(Side::Request, b"*-9223372036854775808\r\n", &[]).unwrap(),
+            vec![23]
+        );
+        // Redis shows the unexpected byte as it is (CR and LF become spaces
+        // on the way out, as in Redis).
+        assert_eq!(
+            frames(Side::Request, b"*1\r\n\tx", &[]).unwrap_err().0,
+            "Protocol error: expected '$', got '\t'"
+        );
+    }
+
+    #[test]
+    fn args_are_read_as_redis_reads_them() {
+        let cases: &[(&[u8], &[&[u8]])] = &[
+            (b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n", &[b"AUTH", b"pw"]),
+            // The bytes after each argument are skipped unread.
+            (b"*2\r\n$4\r\nAUTHxx$2\r\npwxx", &[b"AUTH", b"pw"]),
+            (b"*1\r\n$0\r\n\r\n", &[b""]),
+            (b"*0\r\n", &[]),
+            (b"*-1\r\n", &[]),
+            (b"PING\r\n", &[]),
+        ];
+        for (frame, want) in cases {
+            assert_eq!(frames(Side::Request, frame, &[]).unwrap().len(), 1);
+            let got: Vec<&[u8]> = args(frame).into_iter().map(|r| &frame[r]).collect();
+            assert_eq!(got, *want, "{frame:?}");
+        }
     }
 
     #[test]

@@ -60,7 +60,10 @@ pub enum Pending {
 impl From<Class> for Pending {
     fn from(class: Class) -> Self {
         match class {
-            Class::Plain | Class::Client | Class::Select | Class::Cluster => Pending::Plain,
+            // NulInName is answered locally, never relayed.
+            Class::Plain | Class::Client | Class::Select | Class::Cluster | Class::NulInName => {
+                Pending::Plain
+            }
             Class::Topology(kind) => Pending::Topology(kind),
             Class::SelectDb(db) => Pending::Select(db),
             Class::Auth => Pending::Local {

@@ -892,6 +892,14 @@ impl Relay {
     /// command. `frame` is the original multibulk when there was one.
     fn command_with_args(&mut self, class: Class, args: &[Bytes], frame: Option<Bytes>) {
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+        // CLIENT and SELECT are refined by their arguments (CLIENT's may
+        // make it NulInName).
+        let class = match class {
+            Class::Client => command::classify_client(&refs),
+            Class::Cluster => command::classify_cluster(&refs),
+            Class::Select => command::classify_select(&refs),
+            other => other,
+        };
         match class {
             Class::Auth => {
                 // Answered here, in its turn; never forwarded (invariant 2).
@@ -944,13 +952,10 @@ impl Relay {
                     self.answer_locally(Answer::Line(resp::error_reply(&format!("ERR {msg}"))))
                 }
             },
+            Class::NulInName => {
+                self.answer_locally(Answer::Line(resp::error_reply(command::NUL_IN_NAME)))
+            }
             _ => {
-                let class = match class {
-                    Class::Client => command::classify_client(&refs),
-                    Class::Cluster => command::classify_cluster(&refs),
-                    Class::Select => command::classify_select(&refs),
-                    other => other,
-                };
                 match frame {
                     Some(frame) => self.to_up.push(frame),
                     None => {
@@ -1357,19 +1362,13 @@ fn reserve(buf: &mut BytesMut) {
     }
 }
 
-/// The arguments of a complete multibulk command, as slices of `frame`.
+/// The arguments of a complete multibulk command, as slices of `frame`,
+/// read as Redis reads them (see [`resp::scan::args`]).
 fn multibulk_args(frame: &Bytes) -> Vec<Bytes> {
-    use redis_protocol::resp2::{decode::decode_range, types::RangeFrame};
-    match decode_range(frame) {
-        Ok(Some((RangeFrame::Array(items), _))) => items
-            .iter()
-            .filter_map(|item| match item {
-                RangeFrame::BulkString((start, end)) => Some(frame.slice(*start..*end)),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+    resp::scan::args(frame)
+        .into_iter()
+        .map(|r| frame.slice(r))
+        .collect()
 }
 
 /// Checks a client's password against the local client password in
