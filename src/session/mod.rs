@@ -256,7 +256,10 @@ pub async fn read_topology(ctx: &Context) -> Result<(cluster::Kind, Bytes), Erro
         node: None,
     };
     let mut rest = BytesMut::new();
-    let (mut stream, _) = open(ctx, &conn, &mut rest).await?;
+    let opened = open(ctx, &conn, &mut rest).await;
+    ctx.health
+        .record_upstream(opened.as_ref().map(|_| ()).map_err(|e| e.kind.as_str()));
+    let (mut stream, _) = opened?;
     let mut reply = Scanner::new(Side::Reply, ctx.limits.max_frame);
     let mut last = Bytes::new();
     for (kind, command) in [
