@@ -166,12 +166,6 @@ impl Topology {
         Some(node.local)
     }
 
-    /// Learns every node a topology reply names (making their listeners);
-    /// false if the reply is not one the proxy can read.
-    pub fn learn(&self, kind: Kind, reply: &[u8]) -> bool {
-        self.learn_seen(kind, reply).is_some()
-    }
-
     /// A full topology read: learns every node it names, and, for `CLUSTER
     /// SHARDS` (which lists every node the cluster knows, failed ones too),
     /// retires the nodes it no longer names. `CLUSTER SLOTS` leaves out

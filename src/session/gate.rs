@@ -11,8 +11,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{
-    check_client_password, client_password_matches, multibulk_args, Conn, Context, End, NOAUTH,
-    NOAUTH_HELLO, RESET, WRONGPASS,
+    auth_arity_error, check_client_password, client_password_matches, multibulk_args, Conn,
+    Context, End, NOAUTH, NOAUTH_HELLO, RESET, WRONGPASS,
 };
 use crate::resp::{self, command, inline, Class, Scanner, Side};
 
@@ -161,10 +161,7 @@ fn answer(ctx: &Context, conn: &Conn, frame: &Bytes, head: resp::Head) -> Step {
                     fixed(WRONGPASS)
                 }
             }
-            n if n > 3 => Step::Reply(resp::error_reply("ERR syntax error")),
-            _ => Step::Reply(resp::error_reply(
-                "ERR wrong number of arguments for 'auth' command",
-            )),
+            n => Step::Reply(auth_arity_error(n)),
         },
         Class::Hello => match command::hello(&refs) {
             // Counted once, when the session checks it again.

@@ -187,10 +187,7 @@ where
         None => None,
     };
     let mut pending = BytesMut::new();
-    let opened = open(&ctx, &conn, &mut pending).await;
-    ctx.health
-        .record_upstream(opened.as_ref().map(|_| ()).map_err(|e| e.kind.as_str()));
-    let (upstream, method) = match opened {
+    let (upstream, method) = match open_recorded(&ctx, &conn, &mut pending).await {
         Ok(opened) => opened,
         Err(e) => {
             ctx.metrics
@@ -221,16 +218,10 @@ pub async fn probe(ctx: &Context) {
         node: None,
     };
     let mut rest = BytesMut::new();
-    let opened = open(ctx, &conn, &mut rest).await;
-    let outcome = opened.as_ref().map(|_| ()).map_err(|e| e.kind.as_str());
-    ctx.health.record_upstream(outcome);
+    let opened = open_recorded(ctx, &conn, &mut rest).await;
     ctx.metrics
         .upstream_probes
-        .with_label_values(&[if outcome.is_ok() {
-            "success"
-        } else {
-            "failure"
-        }])
+        .with_label_values(&[if opened.is_ok() { "success" } else { "failure" }])
         .inc();
     match opened {
         Ok((mut stream, _)) => {
@@ -256,10 +247,7 @@ pub async fn read_topology(ctx: &Context) -> Result<(cluster::Kind, Bytes), Erro
         node: None,
     };
     let mut rest = BytesMut::new();
-    let opened = open(ctx, &conn, &mut rest).await;
-    ctx.health
-        .record_upstream(opened.as_ref().map(|_| ()).map_err(|e| e.kind.as_str()));
-    let (mut stream, _) = opened?;
+    let (mut stream, _) = open_recorded(ctx, &conn, &mut rest).await?;
     let mut reply = Scanner::new(Side::Reply, ctx.limits.max_frame);
     let mut last = Bytes::new();
     for (kind, command) in [
@@ -911,10 +899,7 @@ impl Relay {
                         self.client_auth(refs[n - 1])
                     }
                     2 | 3 => Answer::Auth,
-                    n if n > 3 => Answer::Line(resp::error_reply("ERR syntax error")),
-                    _ => Answer::Line(resp::error_reply(
-                        "ERR wrong number of arguments for 'auth' command",
-                    )),
+                    n => Answer::Line(auth_arity_error(n)),
                 };
                 self.answer_locally(answer);
             }
@@ -1372,6 +1357,28 @@ fn multibulk_args(frame: &Bytes) -> Vec<Bytes> {
         .into_iter()
         .map(|r| frame.slice(r))
         .collect()
+}
+
+/// Redis's error for an AUTH with `n` words (name included) other than 2 or 3.
+fn auth_arity_error(n: usize) -> Bytes {
+    resp::error_reply(if n > 3 {
+        "ERR syntax error"
+    } else {
+        "ERR wrong number of arguments for 'auth' command"
+    })
+}
+
+/// Opens a session's upstream connection and records the outcome for
+/// `/startup` and `/readiness`.
+async fn open_recorded(
+    ctx: &Context,
+    conn: &Conn,
+    rest: &mut BytesMut,
+) -> Result<(Stream, Method), Error> {
+    let opened = open(ctx, conn, rest).await;
+    ctx.health
+        .record_upstream(opened.as_ref().map(|_| ()).map_err(|e| e.kind.as_str()));
+    opened
 }
 
 /// Checks a client's password against the local client password in
