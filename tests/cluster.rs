@@ -257,3 +257,235 @@ async fn a_node_added_gets_a_listener_and_a_removed_one_stops_accepting() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// What one load thread did: how many keys it wrote (all acknowledged) and
+/// every error its client saw.
+struct Load {
+    written: u64,
+    errors: Vec<String>,
+}
+
+/// A `redis` crate cluster client, seeded with the proxy's main listener,
+/// writing `{tag}:<thread>:<n>` = `n` and reading each back, until `stop`.
+/// It follows MOVED and ASK itself, through the listeners the proxy names.
+fn cluster_load(
+    seed: SocketAddr,
+    tag: &str,
+    thread: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Load> {
+    let tag = tag.to_string();
+    std::thread::spawn(move || {
+        let client = redis::cluster::ClusterClient::new(vec![format!("redis://{seed}")])
+            .expect("cluster client");
+        let mut conn = client.get_connection().expect("cluster connection");
+        let mut load = Load {
+            written: 0,
+            errors: Vec::new(),
+        };
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let key = format!("{{{tag}}}:{thread}:{}", load.written);
+            let set: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(&key)
+                .arg(load.written)
+                .query(&mut conn);
+            if let Err(e) = set {
+                load.errors.push(format!("SET {key}: {e}"));
+                continue;
+            }
+            let got: redis::RedisResult<u64> = redis::cmd("GET").arg(&key).query(&mut conn);
+            match got {
+                Ok(v) if v == load.written => load.written += 1,
+                other => load.errors.push(format!("GET {key}: {other:?}")),
+            }
+        }
+        load
+    })
+}
+
+/// The TLS port of the primary that serves `slot`, from `CLUSTER SLOTS`
+/// as redis-cli prints it: each range's start and end, then the primary's
+/// ip and port on the lines after.
+fn owner_of(cluster: &RedisCluster, slot: &str) -> u16 {
+    let slots = cluster.run(cluster.nodes[0].tls_port, &["CLUSTER", "SLOTS"]);
+    let lines: Vec<&str> = slots.lines().map(str::trim).collect();
+    let s: u64 = slot.parse().unwrap();
+    lines
+        .windows(4)
+        .find_map(|w| {
+            let (a, b) = (w[0].parse::<u64>().ok()?, w[1].parse::<u64>().ok()?);
+            (a <= s && s <= b && w[2] == "127.0.0.1").then(|| w[3].parse::<u16>().ok())?
+        })
+        .expect("slot owner")
+}
+
+/// The slot of `key`.
+fn slot_of(cluster: &RedisCluster, key: &str) -> String {
+    cluster
+        .run(cluster.nodes[0].tls_port, &["CLUSTER", "KEYSLOT", key])
+        .trim()
+        .to_string()
+}
+
+/// The id of the node on TLS port `port`.
+fn node_id(cluster: &RedisCluster, port: u16) -> String {
+    cluster.run(port, &["CLUSTER", "MYID"]).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_migrated_under_load_loses_nothing_and_shows_no_error() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = cluster_proxy(&cluster).await;
+    let tag = "migrating";
+    let slot = slot_of(&cluster, tag);
+    let source = owner_of(&cluster, &slot);
+    let target = *cluster
+        .primaries()
+        .iter()
+        .find(|&&p| p != source)
+        .expect("another primary");
+    let (source_id, target_id) = (node_id(&cluster, source), node_id(&cluster, target));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..3)
+        .map(|t| cluster_load(proxy.addr, tag, t, stop.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Migrate the slot by hand, the way `redis-cli --cluster reshard` does,
+    // but slowly: while it is half moved, new keys are answered with ASK.
+    let ok = |port: u16, args: &[&str]| {
+        let out = cluster.run(port, args);
+        assert!(
+            out.trim() == "OK" || out.trim() == "NOKEY",
+            "{args:?}: {out}"
+        );
+    };
+    ok(
+        target,
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id],
+    );
+    ok(
+        source,
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id],
+    );
+    let moving_until = Instant::now() + Duration::from_millis(1500);
+    loop {
+        let keys = cluster.run(source, &["CLUSTER", "GETKEYSINSLOT", &slot, "50"]);
+        let keys: Vec<&str> = keys
+            .lines()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect();
+        if keys.is_empty() && Instant::now() >= moving_until {
+            break;
+        }
+        if !keys.is_empty() {
+            let port = target.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000"];
+            args.extend(["AUTH2", "app", "app-secret-pw", "KEYS"]);
+            args.extend(keys.iter().copied());
+            ok(source, &args);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for port in cluster.primaries() {
+        ok(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]);
+    }
+    // The load carries on against the new owner (clients still aiming at
+    // the old one get MOVED).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let loads: Vec<Load> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+
+    let errors: Vec<&String> = loads.iter().flat_map(|l| &l.errors).collect();
+    assert!(errors.is_empty(), "client errors: {errors:?}");
+    let written: u64 = loads.iter().map(|l| l.written).sum();
+    assert!(written > 100, "the load ran: {written} writes");
+    // Nothing lost: every acknowledged write is on the new owner.
+    let there: u64 = cluster
+        .run(target, &["CLUSTER", "COUNTKEYSINSLOT", &slot])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(there, written, "keys in slot {slot} on the new owner");
+    assert_eq!(
+        cluster
+            .run(source, &["CLUSTER", "COUNTKEYSINSLOT", &slot])
+            .trim(),
+        "0"
+    );
+    for (t, load) in loads.iter().enumerate() {
+        let last = format!("{{{tag}}}:{t}:{}", load.written - 1);
+        assert_eq!(
+            cluster.run(target, &["GET", &last]).trim(),
+            (load.written - 1).to_string()
+        );
+    }
+    // Both redirects happened, and were rewritten to local listeners.
+    let ask = series(&proxy, r#"redirects_rewritten_total{kind="ask"}"#).await;
+    let moved = series(&proxy, r#"redirects_rewritten_total{kind="moved"}"#).await;
+    eprintln!("slot {slot}: {written} writes, {ask} ASK and {moved} MOVED rewritten");
+    assert!(ask > 0.0 && moved > 0.0, "ask {ask}, moved {moved}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_under_load_loses_nothing_and_shows_no_error() {
+    let cluster = RedisCluster::start(3, 1);
+    let proxy = cluster_proxy(&cluster).await;
+    let tag = "failing-over";
+    let slot = slot_of(&cluster, tag);
+    let primary = owner_of(&cluster, &slot);
+    let replicas = cluster.run(
+        primary,
+        &["CLUSTER", "REPLICAS", &node_id(&cluster, primary)],
+    );
+    let replica: u16 = replicas
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.split(['@', ',']).next()?.rsplit(':').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("a replica in {replicas}"));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..3)
+        .map(|t| cluster_load(proxy.addr, tag, t, stop.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A manual failover: the primary pauses writes until its replica has
+    // caught up, then the replica takes over and the old primary answers
+    // MOVED.
+    assert_eq!(cluster.run(replica, &["CLUSTER", "FAILOVER"]).trim(), "OK");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cluster.primaries().contains(&replica) {
+        assert!(Instant::now() < deadline, "{replica} did not take over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let count = || -> u64 {
+        cluster
+            .run(replica, &["CLUSTER", "COUNTKEYSINSLOT", &slot])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let at_takeover = count();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let loads: Vec<Load> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+
+    let errors: Vec<&String> = loads.iter().flat_map(|l| &l.errors).collect();
+    assert!(errors.is_empty(), "client errors: {errors:?}");
+    let written: u64 = loads.iter().map(|l| l.written).sum();
+    // Nothing lost: the new primary holds every acknowledged write, and
+    // writes went on after it took over.
+    assert_eq!(count(), written, "keys in slot {slot} on the new primary");
+    assert!(
+        written > at_takeover + 100,
+        "{written} writes, {at_takeover} at the takeover"
+    );
+    let moved = series(&proxy, r#"redirects_rewritten_total{kind="moved"}"#).await;
+    eprintln!("failover: {written} writes ({at_takeover} before), {moved} MOVED rewritten");
+    assert!(
+        moved > 0.0,
+        "the old primary's MOVED reached the clients rewritten"
+    );
+}
