@@ -436,15 +436,7 @@ async fn a_failover_under_load_loses_nothing_and_shows_no_error() {
     let tag = "failing-over";
     let slot = slot_of(&cluster, tag);
     let primary = owner_of(&cluster, &slot);
-    let replicas = cluster.run(
-        primary,
-        &["CLUSTER", "REPLICAS", &node_id(&cluster, primary)],
-    );
-    let replica: u16 = replicas
-        .split_whitespace()
-        .nth(1)
-        .and_then(|a| a.split(['@', ',']).next()?.rsplit(':').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("a replica in {replicas}"));
+    let replica = replica_of(&cluster, primary);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let threads: Vec<_> = (0..3)
@@ -488,4 +480,66 @@ async fn a_failover_under_load_loses_nothing_and_shows_no_error() {
         moved > 0.0,
         "the old primary's MOVED reached the clients rewritten"
     );
+}
+
+/// The TLS port of a replica of the primary on `primary`.
+fn replica_of(cluster: &RedisCluster, primary: u16) -> u16 {
+    let replicas = cluster.run(
+        primary,
+        &["CLUSTER", "REPLICAS", &node_id(cluster, primary)],
+    );
+    replicas
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.split(['@', ',']).next()?.rsplit(':').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("a replica in {replicas}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_listeners_serve_readonly_replicas_multi_and_sharded_pubsub_as_direct() {
+    let cluster = RedisCluster::start(3, 1);
+    let proxy = cluster_proxy(&cluster).await;
+    let slot = slot_of(&cluster, "node");
+    let primary = owner_of(&cluster, &slot);
+    let replica = replica_of(&cluster, primary);
+    let p = listener_of(&proxy, &cluster, primary).await;
+    let r = listener_of(&proxy, &cluster, replica).await;
+
+    // MULTI on one slot, on its primary's listener.
+    let mut c = Resp::connect(p).await;
+    assert_eq!(text(&c.cmd(&[b"MULTI"]).await), "+OK");
+    assert_eq!(text(&c.cmd(&[b"SET", b"{node}:n", b"1"]).await), "+QUEUED");
+    assert_eq!(text(&c.cmd(&[b"INCR", b"{node}:n"]).await), "+QUEUED");
+    assert_eq!(text(&c.cmd(&[b"EXEC"]).await), "[OK,2]");
+    assert_eq!(text(&c.cmd(&[b"WAIT", b"1", b"5000"]).await), ":1");
+
+    // A replica redirects reads to its primary (the listener, rewritten)
+    // until READONLY, then serves them.
+    let mut ro = Resp::connect(r).await;
+    assert_eq!(
+        text(&ro.cmd(&[b"GET", b"{node}:n"]).await),
+        format!("-MOVED {slot} {p}")
+    );
+    assert_eq!(text(&ro.cmd(&[b"READONLY"]).await), "+OK");
+    assert_eq!(text(&ro.cmd(&[b"GET", b"{node}:n"]).await), "$2");
+    assert_eq!(text(&ro.cmd(&[b"ROLE"]).await).split(',').next(), Some("[slave"));
+
+    // SSUBSCRIBE on the owning node gets the shard's messages; on another
+    // node it is redirected there.
+    let other = *cluster.primaries().iter().find(|&&x| x != primary).unwrap();
+    let mut elsewhere = Resp::connect(listener_of(&proxy, &cluster, other).await).await;
+    assert_eq!(
+        text(&elsewhere.cmd(&[b"SSUBSCRIBE", b"{node}:ch"]).await),
+        format!("-MOVED {slot} {p}")
+    );
+    let mut sub = Resp::connect(p).await;
+    assert_eq!(
+        text(&sub.cmd(&[b"SSUBSCRIBE", b"{node}:ch"]).await),
+        "[ssubscribe,{node}:ch,1]"
+    );
+    assert_eq!(
+        text(&c.cmd(&[b"SPUBLISH", b"{node}:ch", b"hello"]).await),
+        ":1"
+    );
+    assert_eq!(text(&sub.read().await), "[smessage,{node}:ch,hello]");
 }
