@@ -522,7 +522,10 @@ async fn node_listeners_serve_readonly_replicas_multi_and_sharded_pubsub_as_dire
     );
     assert_eq!(text(&ro.cmd(&[b"READONLY"]).await), "+OK");
     assert_eq!(text(&ro.cmd(&[b"GET", b"{node}:n"]).await), "$2");
-    assert_eq!(text(&ro.cmd(&[b"ROLE"]).await).split(',').next(), Some("[slave"));
+    assert_eq!(
+        text(&ro.cmd(&[b"ROLE"]).await).split(',').next(),
+        Some("[slave")
+    );
 
     // SSUBSCRIBE on the owning node gets the shard's messages; on another
     // node it is redirected there.
@@ -542,4 +545,38 @@ async fn node_listeners_serve_readonly_replicas_multi_and_sharded_pubsub_as_dire
         ":1"
     );
     assert_eq!(text(&sub.read().await), "[smessage,{node}:ch,hello]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_benchmark_cluster_mode_runs_through_the_proxy_without_errors() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = cluster_proxy(&cluster).await;
+    let port = proxy.addr.port().to_string();
+    let mut bench = Command::new("redis-benchmark");
+    bench.args(["--cluster", "-p", &port, "-t", "set,get", "-n", "3000"]);
+    bench.args(["-c", "6", "-r", "10000", "--csv"]);
+    let out = tokio::task::spawn_blocking(move || {
+        common::run_bounded(&mut bench, "redis-benchmark", Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.to_lowercase().contains("error"), "{stdout}{stderr}");
+    for test in ["\"SET\"", "\"GET\""] {
+        assert!(stdout.contains(test), "{test} missing: {stdout}{stderr}");
+    }
+    // It found the three primaries through the proxy (their listeners),
+    // and the writes were spread over them.
+    assert!(
+        stdout.contains("Cluster has 3 master nodes") || stderr.contains("3 master"),
+        "{stdout}{stderr}"
+    );
+    for p in cluster.primaries() {
+        let n: u64 = cluster.run(p, &["DBSIZE"]).trim().parse().unwrap();
+        assert!(n > 0, "primary {p} got no keys");
+    }
 }
