@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{text, Proxy, RedisCluster, Resp};
+use aws_credential_types::Credentials;
+use common::{text, Announce, EmulatorOptions, Proxy, RedisCluster, Resp, IAM_USER};
 use elasticache_auth_proxy::config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,7 +24,21 @@ async fn cluster_proxy_with(cluster: &RedisCluster, more: impl FnOnce(&mut confi
     let mut args = Proxy::args(&cluster.nodes[0]);
     args.cluster = Some(true);
     more(&mut args);
-    let proxy = Proxy::start_with(args, "app-secret-pw").await;
+    started(Proxy::start_with(args, "app-secret-pw").await).await
+}
+
+/// A proxy in IAM mode for a cluster announced through emulators
+/// (`Announce::Iam`), seeded with the first node's emulator.
+async fn iam_cluster_proxy(cluster: &RedisCluster, more: impl FnOnce(&mut config::Args)) -> Proxy {
+    let mut args = Proxy::iam_args(&cluster.nodes[0], cluster.emulators[0].addr.port());
+    args.cluster = Some(true);
+    more(&mut args);
+    let creds = Credentials::new("AKIDTEST", "test-secret-key", None, None, "test");
+    started(Proxy::start_with_credentials(args, "unused", creds).await).await
+}
+
+/// `proxy`, once its `/startup` says the topology is read.
+async fn started(proxy: Proxy) -> Proxy {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (status, body) = http_get(proxy.admin, "/startup").await;
@@ -74,7 +89,49 @@ fn ports_named(s: &str) -> HashSet<u16> {
 async fn topology_replies_name_only_local_listeners() {
     let cluster = RedisCluster::start(3, 1);
     let proxy = cluster_proxy(&cluster).await;
-    let upstream: HashSet<u16> = cluster.nodes.iter().map(|n| n.tls_port).collect();
+    topology_names_only_local_listeners(&cluster, &proxy, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_cluster_mode_sets_and_gets_across_all_slots() {
+    let cluster = RedisCluster::start(3, 1);
+    let proxy = cluster_proxy(&cluster).await;
+    redis_cli_sets_and_gets_across_all_slots(&cluster, &proxy);
+}
+
+/// Nodes that announce a hostname (`localhost` here, a name under the
+/// cache's domain on ElastiCache): each is dialled and verified by that
+/// name, and clients are told only local listeners, hostname fields too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_announced_by_hostname_are_reached_by_name_and_named_locally() {
+    let cluster = RedisCluster::start_announcing(3, 1, Announce::Hostname);
+    let direct = cluster.run(cluster.nodes[0].tls_port, &["CLUSTER", "SLOTS"]);
+    assert!(
+        direct.contains("localhost"),
+        "the nodes announce a hostname: {direct}"
+    );
+    let proxy = cluster_proxy(&cluster).await;
+    topology_names_only_local_listeners(&cluster, &proxy, 6).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    for sub in [&b"SLOTS"[..], b"SHARDS", b"NODES"] {
+        let reply = text(&c.cmd(&[b"CLUSTER", sub]).await);
+        assert!(
+            !reply.contains("localhost"),
+            "CLUSTER {sub:?} names a node's hostname: {reply}"
+        );
+    }
+    redis_cli_sets_and_gets_across_all_slots(&cluster, &proxy);
+}
+
+/// `CLUSTER SLOTS`, `SHARDS` and `NODES`, in RESP2 and RESP3, name only
+/// the proxy's listeners: `nodes` of them, none the main one.
+async fn topology_names_only_local_listeners(cluster: &RedisCluster, proxy: &Proxy, nodes: usize) {
+    let upstream: HashSet<u16> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.tls_port)
+        .chain(cluster.emulators.iter().map(|e| e.addr.port()))
+        .collect();
     let mut c = Resp::connect(proxy.addr).await;
     for proto in [&b"2"[..], b"3"] {
         let hello = text(&c.cmd(&[b"HELLO", proto]).await);
@@ -90,18 +147,17 @@ async fn topology_replies_name_only_local_listeners() {
             assert!(!reply.contains("tls-port"), "{reply}");
         }
     }
-    // Six nodes, six listeners, each a different port, none the main one.
-    let nodes = text(&c.cmd(&[b"CLUSTER", b"NODES"]).await);
-    let listeners = ports_named(&nodes);
-    assert_eq!(listeners.len(), 6, "{nodes}");
-    assert!(listeners.is_disjoint(&upstream), "{nodes}");
+    let all = text(&c.cmd(&[b"CLUSTER", b"NODES"]).await);
+    let listeners = ports_named(&all);
+    assert_eq!(listeners.len(), nodes, "{all}");
+    assert!(listeners.is_disjoint(&upstream), "{all}");
     assert!(!listeners.contains(&proxy.addr.port()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cli_cluster_mode_sets_and_gets_across_all_slots() {
-    let cluster = RedisCluster::start(3, 1);
-    let proxy = cluster_proxy(&cluster).await;
+/// `redis-cli -c` through the proxy sets and gets keys in every primary's
+/// slots: it follows MOVED to the proxy's listeners (it would fail on the
+/// upstream TLS ports).
+fn redis_cli_sets_and_gets_across_all_slots(cluster: &RedisCluster, proxy: &Proxy) {
     let port = proxy.addr.port().to_string();
     let cli = |args: &[&str]| {
         let out = Command::new("redis-cli")
@@ -111,8 +167,6 @@ async fn redis_cli_cluster_mode_sets_and_gets_across_all_slots() {
             .expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    // Keys in every primary's slots: redis-cli follows MOVED to the proxy's
-    // listeners (it would fail on the upstream TLS ports).
     for i in 0..60 {
         let key = format!("key:{i}");
         assert_eq!(cli(&["SET", &key, &format!("v{i}")]), "OK", "{key}");
@@ -121,7 +175,7 @@ async fn redis_cli_cluster_mode_sets_and_gets_across_all_slots() {
         let key = format!("key:{i}");
         assert_eq!(cli(&["GET", &key]), format!("v{i}"), "{key}");
     }
-    // Direct, the keys really are spread over the three primaries.
+    // Direct, the keys really are spread over the primaries.
     let mut sizes = Vec::new();
     for port in cluster.primaries() {
         let n: u64 = cluster.run(port, &["DBSIZE"]).trim().parse().unwrap();
@@ -579,4 +633,120 @@ async fn redis_benchmark_cluster_mode_runs_through_the_proxy_without_errors() {
         let n: u64 = cluster.run(p, &["DBSIZE"]).trim().parse().unwrap();
         assert!(n > 0, "primary {p} got no keys");
     }
+}
+
+/// IAM mode: every node checks tokens (each behind its own emulator), and
+/// the one token signed for the cache authenticates every node's session.
+/// Through every node's listener `ACL WHOAMI` is the IAM user, and with a
+/// short session age every node's session re-authenticates in place: no
+/// session outlives its age, none is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_mode_every_node_listener_is_the_iam_user_and_reauthenticates() {
+    let emulator = EmulatorOptions {
+        max_session_age: "4s".into(),
+        ..EmulatorOptions::default()
+    };
+    let cluster = RedisCluster::start_announcing(3, 1, Announce::Iam(emulator));
+    let proxy = iam_cluster_proxy(&cluster, |a| {
+        a.max_session_age = Some("4s".parse().unwrap());
+        a.reauth_after = Some("1s".parse().unwrap());
+    })
+    .await;
+    topology_names_only_local_listeners(&cluster, &proxy, 6).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    let listeners = ports_named(&text(&c.cmd(&[b"CLUSTER", b"NODES"]).await));
+    let mut sessions = Vec::new();
+    for port in &listeners {
+        let mut s = Resp::connect(SocketAddr::from(([127, 0, 0, 1], *port))).await;
+        assert_eq!(
+            text(&s.cmd(&[b"ACL", b"WHOAMI"]).await),
+            format!("${IAM_USER}"),
+            "listener {port}"
+        );
+        sessions.push((port, s));
+    }
+    // Past the session age, every node's session still answers as the
+    // IAM user: it re-authenticated instead of being cut.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        for (port, s) in &mut sessions {
+            assert_eq!(
+                text(&s.cmd(&[b"ACL", b"WHOAMI"]).await),
+                format!("${IAM_USER}"),
+                "listener {port}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for (i, emulator) in cluster.emulators.iter().enumerate() {
+        assert_eq!(emulator.stat("sessions_expired_total"), 0, "node {i}");
+        assert_eq!(emulator.stat("iam_auth_failure_total"), 0, "node {i}");
+        // Its session's first AUTH and at least three re-authentications.
+        let ok = emulator.stat("iam_auth_success_total");
+        assert!(ok >= 4, "node {i}: {ok} IAM AUTHs");
+    }
+    assert!(series(&proxy, r#"reauthentications_total{outcome="success"}"#).await >= 18.0);
+    redis_cli_sets_and_gets_across_all_slots(&cluster, &proxy);
+}
+
+/// ElastiCache Serverless presents one endpoint as a cluster whose single
+/// (virtual) node owns every slot. With `--serverless --cluster`, a
+/// cluster client works through the proxy, `SELECT` is the server's to
+/// refuse, and without `--cluster` a plain client keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serverless_cluster_mode_serves_cluster_clients_and_plain_ones() {
+    let emulator = EmulatorOptions {
+        serverless: true,
+        ..EmulatorOptions::default()
+    };
+    let cache = RedisCluster::start_announcing(1, 0, Announce::Iam(emulator));
+    let proxy = iam_cluster_proxy(&cache, |a| a.serverless = Some(true)).await;
+    topology_names_only_local_listeners(&cache, &proxy, 1).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    let slots = text(&c.cmd(&[b"CLUSTER", b"SLOTS"]).await);
+    assert!(slots.starts_with("[[0,16383,[127.0.0.1,"), "{slots}");
+    assert_eq!(
+        text(&c.cmd(&[b"ACL", b"WHOAMI"]).await),
+        format!("${IAM_USER}")
+    );
+    let select = text(&c.cmd(&[b"SELECT", b"1"]).await);
+    assert!(
+        select.contains("SELECT is not allowed in cluster mode"),
+        "{select}"
+    );
+
+    let seed = proxy.addr;
+    let load = tokio::task::spawn_blocking(move || {
+        let client = redis::cluster::ClusterClient::new(vec![format!("redis://{seed}")]).unwrap();
+        let mut conn = client.get_connection().expect("cluster connection");
+        for i in 0..200 {
+            let () = redis::cmd("SET")
+                .arg(format!("sl:{i}"))
+                .arg(i)
+                .query(&mut conn)
+                .unwrap();
+        }
+        (0..200)
+            .map(|i| {
+                redis::cmd("GET")
+                    .arg(format!("sl:{i}"))
+                    .query(&mut conn)
+                    .unwrap()
+            })
+            .collect::<Vec<u64>>()
+    });
+    assert_eq!(load.await.unwrap(), (0..200).collect::<Vec<u64>>());
+
+    // Not cluster-aware: the same endpoint without --cluster.
+    let mut args = Proxy::iam_args(&cache.nodes[0], cache.emulators[0].addr.port());
+    args.serverless = Some(true);
+    let creds = Credentials::new("AKIDTEST", "test-secret-key", None, None, "test");
+    let plain = Proxy::start_with_credentials(args, "unused", creds).await;
+    let mut p = Resp::connect(plain.addr).await;
+    assert_eq!(text(&p.cmd(&[b"GET", b"sl:7"]).await), "$7");
+    assert_eq!(
+        text(&p.cmd(&[b"ACL", b"WHOAMI"]).await),
+        format!("${IAM_USER}")
+    );
+    assert_eq!(cache.emulators[0].stat("iam_auth_failure_total"), 0);
 }

@@ -205,9 +205,10 @@ impl Topology {
             local
         };
         match kind {
-            Kind::Slots => rewrite::slots(reply, &mut locate),
-            Kind::Shards => rewrite::shards(reply, self.tls(), &mut locate),
-            Kind::Nodes => rewrite::nodes(reply, &mut locate),
+            // The read goes to the seed.
+            Kind::Slots => rewrite::slots(reply, self.seed_host(), &mut locate),
+            Kind::Shards => rewrite::shards(reply, self.tls(), self.seed_host(), &mut locate),
+            Kind::Nodes => rewrite::nodes(reply, self.seed_host(), &mut locate),
         }?;
         Some(seen)
     }

@@ -91,7 +91,9 @@ pub fn redirect(
 
 /// Rewrites a `CLUSTER SLOTS` reply (RESP2 or RESP3): each node's endpoint
 /// and port, and the `ip` / `hostname` networking metadata of Redis 7.
-pub fn slots(frame: &[u8], locate: &mut dyn Locate) -> Option<Vec<u8>> {
+/// An empty or null endpoint means the node the command was sent to,
+/// `current_host` (a node that never met a peer does not know its IP).
+pub fn slots(frame: &[u8], current_host: &str, locate: &mut dyn Locate) -> Option<Vec<u8>> {
     let (mut v, _) = tree::parse(frame)?;
     let Value::Aggregate(_, ranges) = &mut v else {
         return None;
@@ -103,18 +105,18 @@ pub fn slots(frame: &[u8], locate: &mut dyn Locate) -> Option<Vec<u8>> {
         // start, end, then the primary and its replicas.
         for (i, node) in fields.iter_mut().enumerate().skip(2) {
             let role = if i == 2 { Role::Primary } else { Role::Replica };
-            slots_node(node, role, locate);
+            slots_node(node, role, current_host, locate);
         }
     }
     Some(encoded(&v))
 }
 
-fn slots_node(node: &mut Value, role: Role, locate: &mut dyn Locate) {
+fn slots_node(node: &mut Value, role: Role, current_host: &str, locate: &mut dyn Locate) {
     let Value::Aggregate(_, fields) = node else {
         return;
     };
     let (Some(host), Some(port)) = (
-        fields.first().and_then(utf8),
+        fields.first().and_then(|v| endpoint(v, current_host)),
         fields.get(1).and_then(Value::integer),
     ) else {
         return;
@@ -123,10 +125,6 @@ fn slots_node(node: &mut Value, role: Role, locate: &mut dyn Locate) {
     let Ok(port) = u16::try_from(port) else {
         return;
     };
-    // `?` or empty: the server does not know the endpoint; leave it.
-    if host.is_empty() || host == "?" {
-        return;
-    }
     let named = Named {
         id: id.as_deref(),
         host: &host,
@@ -147,7 +145,13 @@ fn slots_node(node: &mut Value, role: Role, locate: &mut dyn Locate) {
 /// Rewrites a `CLUSTER SHARDS` reply: every node's `ip`, `endpoint`,
 /// `hostname`, `port` and `tls-port`. The proxy's listeners are plaintext,
 /// so a `tls-port` becomes the `port` clients connect to.
-pub fn shards(frame: &[u8], tls: bool, locate: &mut dyn Locate) -> Option<Vec<u8>> {
+/// An empty endpoint means the node the command was sent to, as in [`slots`].
+pub fn shards(
+    frame: &[u8],
+    tls: bool,
+    current_host: &str,
+    locate: &mut dyn Locate,
+) -> Option<Vec<u8>> {
     let (mut v, _) = tree::parse(frame)?;
     let Value::Aggregate(_, shards) = &mut v else {
         return None;
@@ -164,14 +168,14 @@ pub fn shards(frame: &[u8], tls: bool, locate: &mut dyn Locate) -> Option<Vec<u8
         };
         for node in nodes {
             if let Value::Aggregate(_, kv) = node {
-                shards_node(kv, tls, locate);
+                shards_node(kv, tls, current_host, locate);
             }
         }
     }
     Some(encoded(&v))
 }
 
-fn shards_node(kv: &mut Vec<Value>, tls: bool, locate: &mut dyn Locate) {
+fn shards_node(kv: &mut Vec<Value>, tls: bool, current_host: &str, locate: &mut dyn Locate) {
     let get = |key: &str| field(kv, key);
     let port_key = if tls && get("tls-port").is_some() {
         "tls-port"
@@ -184,12 +188,16 @@ fn shards_node(kv: &mut Vec<Value>, tls: bool, locate: &mut dyn Locate) {
     else {
         return;
     };
-    let host = ["endpoint", "hostname", "ip"]
+    let known = ["endpoint", "hostname", "ip"]
         .into_iter()
         .filter_map(|k| get(k).and_then(utf8))
         .find(|h| !h.is_empty() && h != "?");
-    let Some(host) = host else {
-        return;
+    let host = match known {
+        Some(host) => host,
+        None if get("ip").is_some_and(|v| endpoint(v, current_host).is_some()) => {
+            current_host.to_string()
+        }
+        None => return,
     };
     let id = get("id").and_then(utf8);
     let role = get("role").and_then(utf8).map(|r| {
@@ -236,20 +244,21 @@ fn set_addresses(kv: &mut [Value], ip: &str, port: u16) {
 }
 
 /// Rewrites the text of `CLUSTER NODES` (a bulk or verbatim string) or the
-/// array of such lines `CLUSTER REPLICAS` returns.
-pub fn nodes(frame: &[u8], locate: &mut dyn Locate) -> Option<Vec<u8>> {
+/// array of such lines `CLUSTER REPLICAS` returns. An empty IP (the node's
+/// own, before it met a peer) means `current_host`, as in [`slots`].
+pub fn nodes(frame: &[u8], current_host: &str, locate: &mut dyn Locate) -> Option<Vec<u8>> {
     let (mut v, _) = tree::parse(frame)?;
     match &mut v {
         Value::Bulk(ty @ (b'$' | b'='), text) => {
             let prefix = if *ty == b'=' { 4 } else { 0 };
-            let body = nodes_text(text.get(prefix..)?, locate)?;
+            let body = nodes_text(text.get(prefix..)?, current_host, locate)?;
             text.truncate(prefix);
             text.extend_from_slice(&body);
         }
         Value::Aggregate(_, lines) => {
             for line in lines {
                 if let Value::Bulk(b'$', text) = line {
-                    if let Some(body) = nodes_text(text, locate) {
+                    if let Some(body) = nodes_text(text, current_host, locate) {
                         *text = body;
                     }
                 }
@@ -263,16 +272,16 @@ pub fn nodes(frame: &[u8], locate: &mut dyn Locate) -> Option<Vec<u8>> {
 /// `<id> <ip:port@cport[,hostname]> <flags> <primary> ...` per line: the
 /// address field gets the local listener (the bus port stays, clients
 /// never use it).
-fn nodes_text(text: &[u8], locate: &mut dyn Locate) -> Option<Vec<u8>> {
+fn nodes_text(text: &[u8], current_host: &str, locate: &mut dyn Locate) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(text).ok()?;
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
-        out.push_str(&nodes_line(line, locate).unwrap_or_else(|| line.to_string()));
+        out.push_str(&nodes_line(line, current_host, locate).unwrap_or_else(|| line.to_string()));
     }
     Some(out.into_bytes())
 }
 
-fn nodes_line(line: &str, locate: &mut dyn Locate) -> Option<String> {
+fn nodes_line(line: &str, current_host: &str, locate: &mut dyn Locate) -> Option<String> {
     let mut fields: Vec<&str> = line.split(' ').collect();
     let (id, addr, flags) = (*fields.first()?, *fields.get(1)?, *fields.get(2)?);
     let (hostport, rest) = addr.split_once('@')?;
@@ -281,10 +290,11 @@ fn nodes_line(line: &str, locate: &mut dyn Locate) -> Option<String> {
         None => (rest, None),
     };
     let (ip, port) = hostport.rsplit_once(':')?;
-    let host = hostname.filter(|h| !h.is_empty()).unwrap_or(ip);
-    if host.is_empty() || host == "?" {
-        return None;
-    }
+    let host = match hostname.filter(|h| !h.is_empty()).unwrap_or(ip) {
+        "" => current_host,
+        "?" => return None,
+        host => host,
+    };
     let role = if flags.contains("master") {
         Role::Primary
     } else {
@@ -346,6 +356,19 @@ fn encoded(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     tree::encode(v, &mut out);
     out
+}
+
+/// A node's endpoint as a reply gives it: empty or null means the node the
+/// command went to (`current_host`); `?` (no hostname known) is `None`.
+fn endpoint(v: &Value, current_host: &str) -> Option<String> {
+    match v {
+        Value::Line(l) if l == b"$-1" || l == b"_" => Some(current_host.to_string()),
+        _ => match utf8(v)?.as_str() {
+            "" => Some(current_host.to_string()),
+            "?" => None,
+            host => Some(host.to_string()),
+        },
+    }
 }
 
 fn utf8(v: &Value) -> Option<String> {

@@ -1201,11 +1201,15 @@ impl Relay {
                 bytes
             }),
             Some(Rewrite::Exec) => rewrite::exec(frame, here, &mut locate, counted),
-            Some(Rewrite::Topology(resp::Topology::Slots)) => rewrite::slots(frame, &mut locate),
-            Some(Rewrite::Topology(resp::Topology::Shards)) => {
-                rewrite::shards(frame, topology.tls(), &mut locate)
+            Some(Rewrite::Topology(resp::Topology::Slots)) => {
+                rewrite::slots(frame, here, &mut locate)
             }
-            Some(Rewrite::Topology(resp::Topology::Nodes)) => rewrite::nodes(frame, &mut locate),
+            Some(Rewrite::Topology(resp::Topology::Shards)) => {
+                rewrite::shards(frame, topology.tls(), here, &mut locate)
+            }
+            Some(Rewrite::Topology(resp::Topology::Nodes)) => {
+                rewrite::nodes(frame, here, &mut locate)
+            }
         }
     }
 

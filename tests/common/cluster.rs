@@ -1,19 +1,40 @@
 //! A real Redis Cluster over TLS: redis-server processes with
 //! `cluster-enabled yes` and `tls-cluster yes`, joined by
 //! `redis-cli --cluster create`. Owns the processes and readiness only.
+//!
+//! Three ways to announce the nodes, as ElastiCache does: by IP, by
+//! hostname, or (IAM) each through its own emulator port, so that every
+//! node checks tokens.
 
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Certs, RedisOptions, RedisServer};
+use super::{backend_options, Certs, Emulator, EmulatorOptions, RedisOptions, RedisServer};
 
 const PASSWORD: &str = "app-secret-pw";
 const CLUSTER_READY: Duration = Duration::from_secs(30);
 
+/// How the nodes tell clients where they are.
+#[derive(Clone, Debug)]
+pub enum Announce {
+    /// By IP: 127.0.0.1 and the node's TLS port.
+    Ip,
+    /// By hostname: `localhost` (`cluster-announce-hostname`,
+    /// `cluster-preferred-endpoint-type hostname`).
+    Hostname,
+    /// By IP, with each node's TLS port that of its own IAM emulator
+    /// (`cluster-announce-tls-port`): clients only reach a node through a
+    /// token check. Replication and `redis-cli` pass with the password.
+    Iam(EmulatorOptions),
+}
+
 /// A running cluster. Node 0.. are the processes; which are primaries is
 /// the cluster's business (after `create`, the first `primaries`).
 pub struct RedisCluster {
+    /// `Announce::Iam`: node i's emulator, the address clients are told.
+    /// Dropped (killed) before the nodes, so none logs a refused backend.
+    pub emulators: Vec<Emulator>,
     pub nodes: Vec<RedisServer>,
     pub certs: Arc<Certs>,
     /// How many primaries the cluster has when settled.
@@ -24,15 +45,64 @@ impl RedisCluster {
     /// `primaries` primaries with `replicas` replicas each, user `app`,
     /// `default` off, nodes announced by IP (127.0.0.1).
     pub fn start(primaries: usize, replicas: usize) -> RedisCluster {
+        RedisCluster::start_announcing(primaries, replicas, Announce::Ip)
+    }
+
+    /// As `start`, with the nodes announced as `announce` says.
+    pub fn start_announcing(primaries: usize, replicas: usize, announce: Announce) -> RedisCluster {
         let certs = Arc::new(Certs::mint());
+        let mut options = node_options(&certs);
+        match &announce {
+            Announce::Ip => {}
+            Announce::Hostname => options.extra_args.extend(
+                [
+                    "--cluster-announce-hostname",
+                    "localhost",
+                    "--cluster-preferred-endpoint-type",
+                    "hostname",
+                ]
+                .map(String::from),
+            ),
+            Announce::Iam(_) => {
+                let backend = backend_options();
+                options.users = backend.users;
+                options.plain_port = backend.plain_port;
+            }
+        }
         let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
-            .map(|_| RedisServer::start_with_certs(node_options(&certs), certs.clone()))
+            .map(|_| RedisServer::start_with_certs(options.clone(), certs.clone()))
             .collect();
+        let emulators = match &announce {
+            Announce::Iam(opts) => nodes.iter().map(|n| Emulator::start(n, opts)).collect(),
+            _ => Vec::new(),
+        };
         let cluster = RedisCluster {
+            emulators,
             nodes,
             certs,
             primaries,
         };
+        // The emulator reaches its node in plaintext, and a node tells a
+        // plaintext client its plaintext port: announce both as the
+        // emulator's. The bus keeps the real TLS port + 10000.
+        for (node, emulator) in cluster.nodes.iter().zip(&cluster.emulators) {
+            let port = emulator.addr.port().to_string();
+            for key in ["cluster-announce-tls-port", "cluster-announce-port"] {
+                let set = cluster.run(node.tls_port, &["CONFIG", "SET", key, &port]);
+                assert_eq!(set.trim(), "OK", "CONFIG SET {key}: {set}");
+            }
+        }
+        if primaries == 1 && replicas == 0 {
+            // One node owning every slot, as a serverless cache presents
+            // itself (`--cluster create` wants three primaries).
+            let add = cluster.run(
+                cluster.nodes[0].tls_port,
+                &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"],
+            );
+            assert_eq!(add.trim(), "OK", "ADDSLOTSRANGE: {add}");
+            cluster.wait_ok();
+            return cluster;
+        }
         let mut create = cluster.cli();
         create.args(["--cluster", "create"]);
         for n in &cluster.nodes {
@@ -67,6 +137,7 @@ impl RedisCluster {
             "add-node: {}",
             String::from_utf8_lossy(&out.stdout)
         );
+        assert!(self.emulators.is_empty(), "add_node announces by IP");
         self.nodes.push(node);
         self.primaries += 1;
         self.wait_ok();

@@ -34,7 +34,7 @@ pub use certs::Certs;
 #[allow(unused_imports)] // Only the library tests run client libraries.
 pub use clients::{Endpoint, Library, Run};
 #[allow(unused_imports)] // Only the cluster tests start a cluster.
-pub use cluster::RedisCluster;
+pub use cluster::{Announce, RedisCluster};
 #[allow(unused_imports)] // Only the IAM tests use the emulator.
 pub use emulator::{
     backend_options, AwsCreds, Emulator, EmulatorOptions, BACKEND_PASSWORD, CACHE, IAM_USER, REGION,
