@@ -639,7 +639,8 @@ async fn redis_benchmark_cluster_mode_runs_through_the_proxy_without_errors() {
 /// the one token signed for the cache authenticates every node's session.
 /// Through every node's listener `ACL WHOAMI` is the IAM user, and with a
 /// short session age every node's session re-authenticates in place: no
-/// session outlives its age, none is cut.
+/// session outlives its age, none is cut; a sharded subscriber is moved to
+/// a fresh connection on its node and misses no message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iam_mode_every_node_listener_is_the_iam_user_and_reauthenticates() {
     let emulator = EmulatorOptions {
@@ -665,9 +666,15 @@ async fn iam_mode_every_node_listener_is_the_iam_user_and_reauthenticates() {
         );
         sessions.push((port, s));
     }
+    // A RESP2 sharded subscriber on the channel's owner, as a cluster
+    // client finds it (following the MOVED), cannot send AUTH: the proxy
+    // moves it to a fresh connection on the same node instead.
+    let (mut sub, mut publisher) = sharded_subscriber(proxy.addr, "{iam}:ch").await;
     // Past the session age, every node's session still answers as the
     // IAM user: it re-authenticated instead of being cut.
     let until = Instant::now() + Duration::from_secs(6);
+    let mut published = 0;
+    let mut received = Vec::new();
     while Instant::now() < until {
         for (port, s) in &mut sessions {
             assert_eq!(
@@ -676,8 +683,23 @@ async fn iam_mode_every_node_listener_is_the_iam_user_and_reauthenticates() {
                 "listener {port}"
             );
         }
+        let n = published.to_string();
+        let at = text(
+            &publisher
+                .cmd(&[b"SPUBLISH", b"{iam}:ch", n.as_bytes()])
+                .await,
+        );
+        assert_eq!(at, ":1", "message {n} reaches the subscriber");
+        published += 1;
+        let message = tokio::time::timeout(Duration::from_secs(3), sub.read()).await;
+        received.push(text(&message.expect("the subscriber gets each message")));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let want: Vec<String> = (0..published)
+        .map(|n| format!("[smessage,{{iam}}:ch,{n}]"))
+        .collect();
+    assert_eq!(received, want);
+    assert!(series(&proxy, r#"session_migrations_total{outcome="success"}"#).await >= 1.0);
     for (i, emulator) in cluster.emulators.iter().enumerate() {
         assert_eq!(emulator.stat("sessions_expired_total"), 0, "node {i}");
         assert_eq!(emulator.stat("iam_auth_failure_total"), 0, "node {i}");
@@ -687,6 +709,23 @@ async fn iam_mode_every_node_listener_is_the_iam_user_and_reauthenticates() {
     }
     assert!(series(&proxy, r#"reauthentications_total{outcome="success"}"#).await >= 18.0);
     redis_cli_sets_and_gets_across_all_slots(&cluster, &proxy);
+}
+
+/// A RESP2 `SSUBSCRIBE` to `channel` on the node that owns it, found as a
+/// cluster client finds it: through the seed, following its `-MOVED`.
+/// Returns the subscriber and a second connection to the same listener.
+async fn sharded_subscriber(seed: SocketAddr, channel: &str) -> (Resp, Resp) {
+    let mut at = seed;
+    for _ in 0..2 {
+        let mut sub = Resp::connect(at).await;
+        let reply = text(&sub.cmd(&[b"SSUBSCRIBE", channel.as_bytes()]).await);
+        if reply == format!("[ssubscribe,{channel},1]") {
+            return (sub, Resp::connect(at).await);
+        }
+        let moved = reply.strip_prefix("-MOVED ").expect("subscribed or moved");
+        at = moved.split(' ').nth(1).unwrap().parse().unwrap();
+    }
+    panic!("SSUBSCRIBE {channel} did not settle on a node");
 }
 
 /// ElastiCache Serverless presents one endpoint as a cluster whose single
