@@ -1,5 +1,6 @@
 //! The command line: `elasticache-auth-proxy [OPTIONS]` runs the proxy;
-//! `elasticache-auth-proxy token ...` prints one IAM token.
+//! `elasticache-auth-proxy token ...` prints one IAM token;
+//! `elasticache-auth-proxy verify [OPTIONS]` checks each auth method.
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,28 @@ pub enum Command {
     /// Print one IAM auth token, signed with the default AWS credential chain
     /// (for redis-cli / valkey-cli --user <iam-user> --pass "$(...)", or scripts)
     Token(TokenArgs),
+    /// Check, with the proxy's own settings (flags, environment, file), each
+    /// configured authentication method end to end: AWS credentials, token
+    /// signing, TCP, TLS, IAM and password AUTH with ACL WHOAMI, and every
+    /// node with --cluster. Exits 0 only when all of them work
+    Verify(Box<VerifyArgs>),
+}
+
+/// The proxy's settings, and how to print the report.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub args: config::Args,
+    /// How to print the report: an aligned table, or JSON for scripts
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    pub output: Output,
+}
+
+/// `verify`'s report format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
 
 /// What the token is for.

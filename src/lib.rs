@@ -14,6 +14,7 @@
 //! - [`error`]: one error taxonomy: kind and side, and what clients are told.
 //! - [`admin`]: HTTP endpoints: metrics, startup/readiness/liveness, quit.
 //! - [`metrics`]: one struct of typed Prometheus metric handles.
+//! - [`verify`]: the `verify` command: each auth method checked end to end.
 //!
 //! Data flows one way: server → session → upstream; auth is asked by both;
 //! resp is used by all.
@@ -30,3 +31,4 @@ pub mod resp;
 pub mod server;
 pub mod session;
 pub mod upstream;
+pub mod verify;

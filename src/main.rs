@@ -9,8 +9,8 @@ use std::sync::Arc;
 use elasticache_auth_proxy::{
     admin::Admin,
     auth,
-    cli::{Cli, Command, TokenArgs},
-    config, server,
+    cli::{Cli, Command, Output, TokenArgs, VerifyArgs},
+    config, server, verify,
 };
 use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
@@ -31,8 +31,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Some(Command::Token(args)) = cli.command {
-        return token(args);
+    match cli.command {
+        Some(Command::Token(args)) => return token(args),
+        Some(Command::Verify(args)) => return verify(args),
+        None => {}
     }
     let env = |key: &str| std::env::var(key).ok();
     let cfg = match config::Config::load(cli.args, &env) {
@@ -125,6 +127,32 @@ fn token(args: TokenArgs) -> ExitCode {
             eprintln!("elasticache-auth-proxy token: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `elasticache-auth-proxy verify`: the report on stdout; 0 only when every
+/// check passed.
+fn verify(args: Box<VerifyArgs>) -> ExitCode {
+    let env = |key: &str| std::env::var(key).ok();
+    let cfg = match config::Config::load(args.args, &env) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("elasticache-auth-proxy verify: configuration error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    let report = runtime.block_on(verify::run(&cfg, None));
+    match args.output {
+        Output::Table => print!("{}", report.table()),
+        Output::Json => print!("{}", report.json()),
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

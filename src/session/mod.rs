@@ -12,6 +12,7 @@ mod gate;
 pub mod ledger;
 mod open;
 mod reauth;
+pub(crate) use open::is_throttle;
 pub mod refuse;
 
 use std::{

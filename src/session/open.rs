@@ -110,7 +110,7 @@ const THROTTLE_MESSAGES: &[&str] = &[
 ];
 
 /// Whether the server throttled an AUTH (IamAuthenticationThrottling).
-fn is_throttle(e: &Error) -> bool {
+pub(crate) fn is_throttle(e: &Error) -> bool {
     e.kind == Kind::AuthRejected && {
         let detail = e.detail.to_ascii_lowercase();
         THROTTLE_MESSAGES.iter().any(|m| detail.contains(m))
