@@ -1,13 +1,14 @@
-//! The deployment examples under docker/ pass the proxy flags it really
-//! accepts: each is parsed by the real CLI and loaded by the real config.
+//! The deployment examples under docker/ and config/ pass the proxy flags
+//! it really accepts: each is parsed by the real CLI and loaded by the real
+//! config.
 
 use clap::Parser;
 use elasticache_auth_proxy::{cli::Cli, config::Config};
 
-fn loads(source: &str, args: &[String]) {
+fn loads(source: &str, args: &[String]) -> Config {
     let argv = std::iter::once("elasticache-auth-proxy".to_string()).chain(args.iter().cloned());
     let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{source}: {e}"));
-    Config::load(cli.args, &|_| None).unwrap_or_else(|e| panic!("{source}: {e}"));
+    Config::load(cli.args, &|_| None).unwrap_or_else(|e| panic!("{source}: {e}"))
 }
 
 #[test]
@@ -30,17 +31,37 @@ fn ecs_task_definition_flags_are_valid() {
     loads("ecs-task-definition.json", &args);
 }
 
-#[test]
-fn kubernetes_sidecar_flags_are_valid() {
-    let text = include_str!("../docker/kubernetes-sidecar.yaml");
-    // The proxy's args: the `- --flag=value` items of its container.
-    let args: Vec<String> = text
-        .lines()
+/// The proxy's args in a Kubernetes example: the `- --flag[=value]` items.
+fn kubernetes_args(text: &str) -> Vec<String> {
+    text.lines()
         .map(str::trim)
         .filter_map(|l| l.strip_prefix("- --"))
         .map(|a| format!("--{a}"))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn kubernetes_sidecar_flags_are_valid() {
+    let args = kubernetes_args(include_str!("../docker/kubernetes-sidecar.yaml"));
     assert!(args.len() >= 5, "{args:?}");
     assert!(args.iter().any(|a| a == "--admin-listen=0.0.0.0:9090"));
     loads("kubernetes-sidecar.yaml", &args);
+}
+
+#[test]
+fn kubernetes_cluster_sidecar_flags_are_valid_and_enable_cluster_mode() {
+    let args = kubernetes_args(include_str!("../docker/kubernetes-cluster-sidecar.yaml"));
+    let cfg = loads("kubernetes-cluster-sidecar.yaml", &args);
+    let cluster = cfg.cluster.expect("cluster mode on");
+    assert!(cluster.ports.is_some(), "{args:?}");
+    assert!(args.iter().any(|a| a == "--admin-listen=0.0.0.0:9090"));
+}
+
+#[test]
+fn cluster_config_example_loads_in_cluster_mode() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/cluster.example.toml");
+    let cfg = loads("cluster.example.toml", &[format!("--config={path}")]);
+    let cluster = cfg.cluster.expect("cluster mode on");
+    assert!(cluster.ports.is_some());
+    assert!(cfg.auth.iam.is_some(), "IAM is configured");
 }
