@@ -48,6 +48,9 @@ fn main() -> ExitCode {
         &cfg,
         config::log_colour(std::io::stderr().is_terminal(), &env),
     );
+    for (topic, line) in cfg.banner() {
+        tracing::info!("{topic}: {line}");
+    }
     for warning in &cfg.warnings {
         tracing::warn!("{warning}");
     }

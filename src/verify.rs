@@ -222,7 +222,7 @@ async fn iam_identity(
         None => "long-term, no expiry".into(),
     };
     let fresh = creds.expiry().is_none_or(|at| at > now);
-    let detail = format!("from {}; {expiry}", source(&creds));
+    let detail = format!("from {}; {expiry}", crate::auth::credential_source(&creds));
     let result = if fresh {
         Ok(detail)
     } else {
@@ -273,50 +273,6 @@ async fn iam_identity(
             None
         }
     }
-}
-
-/// Which provider of the chain the credentials came from, as the SDK marks
-/// them; `credentials` when it did not (explicit ones, a custom provider).
-fn source(creds: &Credentials) -> &'static str {
-    use aws_credential_types::credential_feature::AwsCredentialFeature as F;
-    let features = creds
-        .get_property::<Vec<F>>()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    // The most specific first: a web identity profile is also a profile.
-    let names: &[(F, &str)] = &[
-        (
-            F::CredentialsProfileStsWebIdToken,
-            "web identity token (IRSA)",
-        ),
-        (
-            F::CredentialsEnvVarsStsWebIdToken,
-            "web identity token (IRSA)",
-        ),
-        (
-            F::CredentialsStsAssumeRoleWebId,
-            "web identity token (IRSA)",
-        ),
-        (
-            F::CredentialsHttp,
-            "container credentials endpoint (ECS task role or EKS Pod Identity)",
-        ),
-        (F::CredentialsImds, "instance metadata (IMDS)"),
-        (F::CredentialsProfileSso, "SSO (AWS profile)"),
-        (F::CredentialsSso, "SSO"),
-        (
-            F::CredentialsProfileProcess,
-            "credential_process (AWS profile)",
-        ),
-        (F::CredentialsProcess, "credential_process"),
-        (F::CredentialsStsAssumeRole, "assumed role (AWS profile)"),
-        (F::CredentialsProfile, "AWS profile"),
-        (F::CredentialsEnvVars, "environment (AWS_ACCESS_KEY_ID)"),
-    ];
-    names
-        .iter()
-        .find(|(f, _)| features.contains(f))
-        .map_or("credentials given to the proxy", |(_, name)| name)
 }
 
 /// The seed endpoint, or one node of a cluster.

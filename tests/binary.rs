@@ -508,6 +508,55 @@ fn help_lists_every_setting_of_the_example_config() {
     assert_eq!(documented, all);
 }
 
+#[test]
+fn help_groups_the_flags_by_topic() {
+    let out = Command::new(BIN)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let headings = [
+        "Configuration:",
+        "Listening:",
+        "Upstream and TLS:",
+        "Authentication:",
+        "Cluster mode:",
+        "Limits and timeouts:",
+        "Logging:",
+        "Admin:",
+    ];
+    let at: Vec<usize> = headings
+        .iter()
+        .map(|h| {
+            help.find(&format!("\n{h}\n"))
+                .unwrap_or_else(|| panic!("no {h}:\n{help}"))
+        })
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "headings out of order:\n{help}"
+    );
+    // A flag sits under its topic: between its heading and the next.
+    let under = |flag: &str, heading: usize| {
+        let i = help.find(&format!("--{flag} ")).unwrap();
+        let next = at.get(heading + 1).copied().unwrap_or(help.len());
+        assert!(
+            at[heading] < i && i < next,
+            "--{flag} is not under {}",
+            headings[heading]
+        );
+    };
+    under("listen", 1);
+    under("tls-ca-file", 2);
+    under("iam-user", 3);
+    under("reauth-after", 3);
+    under("cluster-ports", 4);
+    under("connect-timeout", 5);
+    under("log-level", 6);
+    under("admin-listen", 7);
+}
+
 // ---- SIGTERM drain ----
 
 /// Polls until a TCP connect to `addr` is refused.

@@ -16,7 +16,7 @@ use aws_credential_types::{
     Credentials,
 };
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::token::{self, Params, Token};
 use crate::metrics::Metrics;
@@ -120,6 +120,8 @@ async fn run(
     tx: watch::Sender<Current>,
 ) {
     let mut cached: Option<(Credentials, SystemTime)> = None;
+    // Where the credentials come from, logged once and again if it changes.
+    let mut logged_source: Option<&'static str> = None;
     let mut failures = 0u32;
     loop {
         let now = SystemTime::now();
@@ -130,6 +132,14 @@ async fn run(
                 stats.credential_fetches.fetch_add(1, Ordering::Relaxed);
                 match provider.provide_credentials().await {
                     Ok(c) => {
+                        let source = super::credential_source(&c);
+                        if logged_source != Some(source) {
+                            let expires = c.expiry().map_or("never".to_string(), |at| {
+                                humantime::format_rfc3339_seconds(at).to_string()
+                            });
+                            info!(%expires, "AWS credentials from {source}");
+                            logged_source = Some(source);
+                        }
                         cached = Some((c.clone(), SystemTime::now()));
                         Ok(c)
                     }

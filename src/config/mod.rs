@@ -1,6 +1,7 @@
 //! Owns configuration: flags, `ELASTICACHE_AUTH_PROXY_*` environment variables and a TOML file merged
 //! (flags > env > file > defaults) and validated into [`Config`]; it does not open sockets or log.
 
+mod banner;
 mod value;
 
 use std::{
@@ -73,75 +74,75 @@ macro_rules! settings {
 
 settings! {
     /// TOML file of settings (keys = flag names); each flag also reads ELASTICACHE_AUTH_PROXY_<FLAG>
-    #[arg(value_name = "FILE")] config: PathBuf,
+    #[arg(help_heading = "Configuration", value_name = "FILE")] config: PathBuf,
     /// TCP address for plain RESP clients [default: 127.0.0.1:6379]
-    #[arg(value_name = "ADDR")] listen: SocketAddr,
+    #[arg(help_heading = "Listening", value_name = "ADDR")] listen: SocketAddr,
     /// Also accept clients on this Unix socket
-    #[arg(value_name = "PATH")] unix_socket: PathBuf,
+    #[arg(help_heading = "Listening", value_name = "PATH")] unix_socket: PathBuf,
     /// Permissions of the Unix socket, octal [default: 0660]
-    #[arg(value_name = "MODE")] unix_socket_mode: UnixMode,
+    #[arg(help_heading = "Listening", value_name = "MODE")] unix_socket_mode: UnixMode,
     /// ElastiCache endpoint to proxy to (required)
-    #[arg(value_name = "HOST:PORT")] upstream: Upstream,
+    #[arg(help_heading = "Upstream and TLS", value_name = "HOST:PORT")] upstream: Upstream,
     /// PEM bundle of CA certificates trusted in addition to the system roots
-    #[arg(value_name = "FILE")] tls_ca_file: PathBuf,
+    #[arg(help_heading = "Upstream and TLS", value_name = "FILE")] tls_ca_file: PathBuf,
     /// Name to verify the upstream certificate against [default: upstream host]
-    #[arg(value_name = "NAME")] tls_server_name: String,
+    #[arg(help_heading = "Upstream and TLS", value_name = "NAME")] tls_server_name: String,
     /// PEM client certificate for mutual TLS (needs --tls-client-key)
-    #[arg(value_name = "FILE")] tls_client_cert: PathBuf,
+    #[arg(help_heading = "Upstream and TLS", value_name = "FILE")] tls_client_cert: PathBuf,
     /// PEM private key for --tls-client-cert
-    #[arg(value_name = "FILE")] tls_client_key: PathBuf,
+    #[arg(help_heading = "Upstream and TLS", value_name = "FILE")] tls_client_key: PathBuf,
     /// Talk plaintext to the upstream (local development only)
-    #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")] no_tls: bool,
+    #[arg(help_heading = "Upstream and TLS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")] no_tls: bool,
     /// How to authenticate upstream [default: iam-with-password-fallback with both an IAM user and a password, iam with only an IAM user, else password]
-    #[arg(value_name = "MODE")] auth: AuthMode,
+    #[arg(help_heading = "Authentication", value_name = "MODE")] auth: AuthMode,
     /// ElastiCache user (user id = user name) that authenticates with IAM tokens
-    #[arg(value_name = "USER")] iam_user: String,
+    #[arg(help_heading = "Authentication", value_name = "USER")] iam_user: String,
     /// Replication group id or serverless cache name the tokens are signed for (not the endpoint)
-    #[arg(value_name = "NAME")] cache_name: String,
+    #[arg(help_heading = "Authentication", value_name = "NAME")] cache_name: String,
     /// AWS region of the cache [default: from the AWS SDK chain, e.g. AWS_REGION]
-    #[arg(value_name = "REGION")] region: String,
+    #[arg(help_heading = "Authentication", value_name = "REGION")] region: String,
     /// The cache is ElastiCache Serverless (tokens carry ResourceType=ServerlessCache)
-    #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")] serverless: bool,
+    #[arg(help_heading = "Authentication", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")] serverless: bool,
     /// Cluster mode (sharded or serverless caches): give every node a local listener and rewrite topology replies and MOVED/ASK to them
-    #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")] cluster: bool,
+    #[arg(help_heading = "Cluster mode", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")] cluster: bool,
     /// Local ports for the node listeners in cluster mode, FIRST-LAST [default: ephemeral ports]
-    #[arg(value_name = "FIRST-LAST")] cluster_ports: PortRange,
+    #[arg(help_heading = "Cluster mode", value_name = "FIRST-LAST")] cluster_ports: PortRange,
     /// How often cluster mode re-reads the topology [default: 30s]
-    #[arg(value_name = "DURATION")] cluster_refresh: HumanDuration,
+    #[arg(help_heading = "Cluster mode", value_name = "DURATION")] cluster_refresh: HumanDuration,
     /// AWS service the tokens are signed for [default: elasticache]
-    #[arg(value_name = "SERVICE")] service: Service,
+    #[arg(help_heading = "Authentication", value_name = "SERVICE")] service: Service,
     /// ACL user for AUTH; unset sends legacy `AUTH <password>`
-    #[arg(value_name = "USER")] password_user: String,
+    #[arg(help_heading = "Authentication", value_name = "USER")] password_user: String,
     /// Environment variable holding the upstream password
-    #[arg(value_name = "VAR")] password_env: String,
+    #[arg(help_heading = "Authentication", value_name = "VAR")] password_env: String,
     /// File holding the upstream password (trailing whitespace trimmed)
-    #[arg(value_name = "FILE")] password_file: PathBuf,
+    #[arg(help_heading = "Authentication", value_name = "FILE")] password_file: PathBuf,
     /// Environment variable holding a password every client must AUTH with first [default: none, any AUTH is accepted]
-    #[arg(value_name = "VAR")] client_password_env: String,
+    #[arg(help_heading = "Listening", value_name = "VAR")] client_password_env: String,
     /// File holding the password every client must AUTH with first (trailing whitespace trimmed)
-    #[arg(value_name = "FILE")] client_password_file: PathBuf,
+    #[arg(help_heading = "Listening", value_name = "FILE")] client_password_file: PathBuf,
     /// Maximum concurrent client connections, 0 = unlimited [default: 10000]
-    #[arg(value_name = "N")] max_connections: usize,
+    #[arg(help_heading = "Limits and timeouts", value_name = "N")] max_connections: usize,
     /// Deadline for upstream TCP connect plus TLS handshake [default: 5s]
-    #[arg(value_name = "DURATION")] connect_timeout: HumanDuration,
+    #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")] connect_timeout: HumanDuration,
     /// Deadline for the upstream's reply to AUTH [default: 5s]
-    #[arg(value_name = "DURATION")] auth_timeout: HumanDuration,
+    #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")] auth_timeout: HumanDuration,
     /// Deadline for open sessions to finish on shutdown [default: 30s]
-    #[arg(value_name = "DURATION")] drain_timeout: HumanDuration,
+    #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")] drain_timeout: HumanDuration,
     /// Close sessions idle this long, 0 = never [default: 0]
-    #[arg(value_name = "DURATION")] idle_timeout: HumanDuration,
+    #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")] idle_timeout: HumanDuration,
     /// The server closes an IAM connection this long after its last AUTH (ElastiCache: 12h) [default: 12h]
-    #[arg(value_name = "DURATION")] max_session_age: HumanDuration,
+    #[arg(help_heading = "Authentication", value_name = "DURATION")] max_session_age: HumanDuration,
     /// Re-authenticate IAM sessions this long after their last AUTH, plus up to 5% jitter [default: 11/12 of max-session-age, 11h]
-    #[arg(value_name = "DURATION")] reauth_after: HumanDuration,
-    /// Admin HTTP address: /metrics, /startup, /readiness, /liveness, POST /quitquitquit [default: 127.0.0.1:9090]
-    #[arg(value_name = "ADDR")] admin_listen: SocketAddr,
+    #[arg(help_heading = "Authentication", value_name = "DURATION")] reauth_after: HumanDuration,
     /// Largest bulk string or line relayed (as proto-max-bulk-len), at least 1KiB [default: 512MiB]
-    #[arg(value_name = "SIZE")] max_frame_size: ByteSize,
+    #[arg(help_heading = "Limits and timeouts", value_name = "SIZE")] max_frame_size: ByteSize,
     /// Log output format [default: text]
-    #[arg(value_name = "FORMAT")] log_format: LogFormat,
+    #[arg(help_heading = "Logging", value_name = "FORMAT")] log_format: LogFormat,
     /// Log level or filter directive, e.g. info,elasticache_auth_proxy=debug [default: info]
-    #[arg(value_name = "LEVEL")] log_level: LogLevel,
+    #[arg(help_heading = "Logging", value_name = "LEVEL")] log_level: LogLevel,
+    /// Admin HTTP address: /metrics, /startup, /readiness, /liveness, POST /quitquitquit [default: 127.0.0.1:9090]
+    #[arg(help_heading = "Admin", value_name = "ADDR")] admin_listen: SocketAddr,
 }
 
 /// Parses one setting's environment variable with the same `FromStr` the flag uses.

@@ -440,3 +440,57 @@ fn value_kinds_match_what_each_key_deserializes() {
         }
     }
 }
+
+/// The start banner: one line per topic, what the proxy will do, and
+/// never the password (only where it was read from).
+#[test]
+fn banner_says_mode_identity_upstream_listeners_and_admin() {
+    let cfg = load(
+        "--upstream clustercfg.c.example:6379 --cluster --cluster-ports 7000-7009 \
+         --iam-user app-iam --cache-name orders --region eu-west-1 \
+         --password-user legacy --password-env PW --unix-socket {dir}/s.sock",
+        &[],
+        None,
+    )
+    .unwrap();
+    let banner = cfg.banner();
+    let topics: Vec<&str> = banner.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        topics,
+        [
+            "mode",
+            "identity",
+            "credentials",
+            "upstream",
+            "listeners",
+            "admin"
+        ]
+    );
+    let line = |topic: &str| &banner.iter().find(|(t, _)| *t == topic).unwrap().1;
+    assert!(line("mode").starts_with("iam-with-password-fallback (IAM first"));
+    assert!(line("mode").ends_with("in cluster mode"));
+    assert_eq!(
+        line("identity"),
+        "IAM user app-iam for cache orders (region eu-west-1, service elasticache); \
+         password user legacy, password from $PW"
+    );
+    assert!(line("credentials").contains("default chain"));
+    assert_eq!(
+        line("upstream"),
+        "clustercfg.c.example:6379 (configuration endpoint: the seed), TLS, certificate verified as clustercfg.c.example"
+    );
+    assert!(line("listeners").starts_with("127.0.0.1:6379 (plain RESP); unix socket "));
+    assert!(line("listeners").ends_with("; one per cluster node on ports 7000-7009 of 127.0.0.1"));
+    assert!(line("admin").starts_with("http://127.0.0.1:9090 (/metrics"));
+    assert!(!format!("{banner:?}").contains(PASSWORD));
+
+    let cfg = load("--upstream h:6379 --password-env PW --no-tls", &[], None).unwrap();
+    let banner = cfg.banner();
+    assert_eq!(banner[0].1, "password (password only)");
+    assert_eq!(
+        banner[1].1,
+        "legacy AUTH <password> (user default), password from $PW"
+    );
+    assert!(banner.iter().all(|(t, _)| *t != "credentials"));
+    assert!(banner[2].1.contains("PLAINTEXT"), "{banner:?}");
+}
