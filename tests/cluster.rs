@@ -789,3 +789,29 @@ async fn serverless_cluster_mode_serves_cluster_clients_and_plain_ones() {
     );
     assert_eq!(cache.emulators[0].stat("iam_auth_failure_total"), 0);
 }
+
+/// Until the topology is read the proxy is neither started nor ready: a
+/// cluster-aware client would be told nothing usable. Here the upstream is
+/// a cache with cluster mode disabled, so the read keeps failing (counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_and_readiness_wait_for_the_topology() {
+    let redis = common::RedisServer::start(common::RedisOptions::default());
+    let mut args = Proxy::args(&redis);
+    args.cluster = Some(true);
+    let proxy = Proxy::start_with(args, "app-secret-pw").await;
+    let failures = r#"topology_refreshes_total{outcome="failure"}"#;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while series(&proxy, failures).await < 1.0 {
+        assert!(Instant::now() < deadline, "no failed topology read counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for path in ["/startup", "/readiness"] {
+        let (status, body) = http_get(proxy.admin, path).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(body.contains("cluster topology"), "{path}: {body}");
+    }
+    assert_eq!(
+        series(&proxy, r#"topology_refreshes_total{outcome="success"}"#).await,
+        0.0
+    );
+}
