@@ -3,7 +3,10 @@
 //! libraries.
 //!
 //! Layout: `certs` (PKI on disk), `redis` (server process), `resp` (client
-//! framing), `clients` (real client libraries run as scripts). This file holds the small free functions shared by all three.
+//! framing), `clients` (real client libraries run as scripts), `cluster`
+//! (a TLS Redis Cluster), `emulator` (the IAM emulator), `fault` (a
+//! fault-injecting relay), `proxy` (the proxy in-process). This file holds
+//! the small free functions shared by them.
 //! Nothing here is global: every test owns its ports, files and processes.
 
 // Each test binary compiles this module and uses only part of it.
@@ -13,6 +16,7 @@ mod certs;
 mod clients;
 mod cluster;
 mod emulator;
+mod fault;
 mod proxy;
 mod redis;
 mod resp;
@@ -39,6 +43,8 @@ pub use cluster::{Announce, RedisCluster};
 pub use emulator::{
     backend_options, AwsCreds, Emulator, EmulatorOptions, BACKEND_PASSWORD, CACHE, IAM_USER, REGION,
 };
+#[allow(unused_imports)] // Only the fault matrix injects faults.
+pub use fault::{At, Fault, FaultRelay};
 #[allow(unused_imports)] // Not every test binary reads the password variable.
 pub use proxy::{Proxy, PASSWORD_ENV};
 pub use redis::{RedisOptions, RedisServer};

@@ -1,0 +1,283 @@
+//! The fault matrix (issue 12): each test is one row of the README's table,
+//! a fault injected by `FaultRelay` between the proxy and a real
+//! redis-server, and what the client then sees, what is counted and that
+//! the proxy keeps serving. On a plaintext upstream (`--no-tls`) the relay
+//! reads the server's replies, so a fault sits at an exact point of the
+//! stream; over TLS it works on bytes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{encode_command, text, At, Fault, FaultRelay, Proxy, RedisOptions, RedisServer, Resp};
+use elasticache_auth_proxy::{config, error::Kind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The upstream, the relay in front of it and the proxy in front of that.
+type Stack = (RedisServer, FaultRelay, Proxy);
+
+/// A redis-server with a plaintext port, a relay in front of it, and a
+/// proxy (`--no-tls`) in front of the relay; `more` adjusts the settings.
+async fn plain_stack(more: impl FnOnce(&mut config::Args)) -> Stack {
+    let redis = RedisServer::start(RedisOptions {
+        plain_port: true,
+        ..RedisOptions::default()
+    });
+    let relay = FaultRelay::start(redis.plain_addr().unwrap()).await;
+    let mut args = Proxy::args(&redis);
+    args.upstream = Some(relay.addr.to_string().parse().unwrap());
+    args.tls_ca_file = None;
+    args.no_tls = Some(true);
+    more(&mut args);
+    let proxy = Proxy::start_with(args, "app-secret-pw").await;
+    (redis, relay, proxy)
+}
+
+/// A connection straight to `redis`'s plaintext port, authenticated.
+async fn direct(redis: &RedisServer) -> Resp {
+    let mut c = Resp::connect(redis.plain_addr().unwrap()).await;
+    assert_eq!(
+        text(&c.cmd(&[b"AUTH", b"app", b"app-secret-pw"]).await),
+        "+OK"
+    );
+    c
+}
+
+/// The error line the proxy sends for `kind`.
+fn line(kind: Kind) -> String {
+    format!("-{}", kind.client_message())
+}
+
+async fn metric(proxy: &Proxy, name: &str) -> f64 {
+    let mut s = tokio::net::TcpStream::connect(proxy.admin).await.unwrap();
+    let req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let want = format!("elasticache_auth_proxy_{name} ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// After a fault the proxy serves the next client as before.
+async fn still_serves(relay: &FaultRelay, proxy: SocketAddr) {
+    relay.set(Fault::Pass);
+    let mut c = Resp::connect(proxy).await;
+    assert_eq!(text(&c.cmd(&[b"PING"]).await), "+PONG");
+}
+
+/// `GET big` through the proxy with the upstream reset `into` bytes into
+/// the 200,000-byte reply: what the client receives until the close.
+async fn get_big_reset_into(into: usize) -> (Vec<u8>, Vec<u8>, Stack) {
+    let (redis, relay, proxy) = plain_stack(|_| {}).await;
+    let value = vec![b'v'; 200_000];
+    let mut d = direct(&redis).await;
+    assert_eq!(text(&d.cmd(&[b"SET", b"big", &value]).await), "+OK");
+    // The AUTH reply, then `into` bytes of GET's.
+    relay.set(Fault::Reset(At {
+        replies: 1,
+        bytes: into,
+    }));
+    let mut c = Resp::connect(proxy.addr).await;
+    c.send(&[b"GET", b"big"]).await;
+    let got = c.read_until_closed().await;
+    let mut whole = format!("${}\r\n", value.len()).into_bytes();
+    whole.extend_from_slice(&value);
+    whole.extend_from_slice(b"\r\n");
+    (got, whole, (redis, relay, proxy))
+}
+
+/// Row: the upstream resets early in a reply, before the proxy has passed
+/// any of it on (it holds a reply's first 64 KiB until it is whole). The
+/// client gets the error in the reply's place, then the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_early_in_a_reply_is_an_error_in_its_place() {
+    let (got, _, (_redis, relay, proxy)) = get_big_reset_into(1000).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        format!("{}\r\n", line(Kind::Io))
+    );
+    assert_eq!(
+        metric(&proxy, r#"upstream_errors_total{kind="io"}"#).await,
+        1.0
+    );
+    still_serves(&relay, proxy.addr).await;
+}
+
+/// Row: the upstream resets after the proxy began streaming a large reply.
+/// The bytes relayed reach the client, then the connection closes: no
+/// error is appended to a half-sent reply (a client would read it as the
+/// reply's rest), exactly as a reset looks direct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_mid_stream_closes_after_the_bytes_relayed() {
+    let (got, whole, (_redis, relay, proxy)) = get_big_reset_into(150_000).await;
+    assert!(
+        got.len() > 64 * 1024 && got.len() <= 150_000,
+        "{} bytes",
+        got.len()
+    );
+    assert!(whole.starts_with(&got), "not a prefix of the reply");
+    assert_eq!(
+        metric(&proxy, r#"upstream_errors_total{kind="io"}"#).await,
+        1.0
+    );
+    still_serves(&relay, proxy.addr).await;
+}
+
+/// Row: the upstream resets between replies of a pipeline. The replies
+/// that came are delivered, the next one owed becomes one error, and the
+/// connection closes: the rest of the pipeline fails as it would direct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_mid_pipeline_delivers_what_came_then_one_error() {
+    let (_redis, relay, proxy) = plain_stack(|_| {}).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    assert_eq!(text(&c.cmd(&[b"PING"]).await), "+PONG");
+    drop(c);
+    // AUTH's reply and 4 of the 10 INCRs'.
+    relay.set(Fault::Reset(At {
+        replies: 5,
+        bytes: 0,
+    }));
+    let mut c = Resp::connect(proxy.addr).await;
+    let mut pipeline = Vec::new();
+    for _ in 0..10 {
+        pipeline.extend(encode_command(&[b"INCR", b"pipe"]));
+    }
+    c.send_raw(&pipeline).await;
+    for n in 1..=4 {
+        assert_eq!(text(&c.read().await), format!(":{n}"));
+    }
+    assert_eq!(text(&c.read().await), line(Kind::Io));
+    assert!(c.read_closed().await, "closed after the error");
+    assert_eq!(
+        metric(&proxy, r#"upstream_errors_total{kind="io"}"#).await,
+        1.0
+    );
+    still_serves(&relay, proxy.addr).await;
+}
+
+/// Row: the upstream (TLS) resets when the proxy sends its AUTH. The
+/// client's commands are answered with the connection error (each in
+/// turn, for a while, so the app's first real command carries it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_mid_auth_is_the_error_for_each_command() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let relay = FaultRelay::start(redis.tls_addr()).await;
+    let mut args = Proxy::args(&redis);
+    args.upstream = Some(format!("localhost:{}", relay.addr.port()).parse().unwrap());
+    let proxy = Proxy::start_with(args, "app-secret-pw").await;
+    // TLS 1.3: the proxy's Finished, then its AUTH.
+    relay.set(Fault::ResetOnClientRecord(2));
+    let mut c = Resp::connect(proxy.addr).await;
+    for _ in 0..2 {
+        let reply = text(&c.cmd(&[b"PING"]).await);
+        assert!(reply.starts_with(&line(Kind::Io)), "{reply}");
+    }
+    let failed = r#"auth_attempts_total{method="password",outcome="failure"}"#;
+    assert_eq!(metric(&proxy, failed).await, 1.0);
+    still_serves(&relay, proxy.addr).await;
+}
+
+/// Row: the upstream never answers the proxy's AUTH. After --auth-timeout
+/// the client's commands get the AUTH-timeout error, each in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_auth_reply_is_an_auth_timeout_error() {
+    let (_redis, relay, proxy) =
+        plain_stack(|a| a.auth_timeout = Some("500ms".parse().unwrap())).await;
+    relay.set(Fault::Stall(At {
+        replies: 0,
+        bytes: 0,
+    }));
+    let started = Instant::now();
+    let mut c = Resp::connect(proxy.addr).await;
+    let first = text(&c.cmd(&[b"PING"]).await);
+    assert!(first.starts_with(&line(Kind::AuthTimeout)), "{first}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // Each command in turn is answered with it.
+    let second = text(&c.cmd(&[b"GET", b"k"]).await);
+    assert!(second.starts_with(&line(Kind::AuthTimeout)), "{second}");
+    still_serves(&relay, proxy.addr).await;
+}
+
+/// Row: the upstream stalls mid-session. The client waits, as it would
+/// direct (its own timeout decides); other clients are served meanwhile,
+/// and closing the stalled client frees its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_holds_only_its_own_client() {
+    let (_redis, relay, proxy) = plain_stack(|_| {}).await;
+    relay.set(Fault::Stall(At {
+        replies: 2,
+        bytes: 0,
+    }));
+    let mut stalled = Resp::connect(proxy.addr).await;
+    assert_eq!(text(&stalled.cmd(&[b"PING"]).await), "+PONG");
+    stalled.send(&[b"GET", b"k"]).await;
+    relay.set(Fault::Pass);
+    let mut other = Resp::connect(proxy.addr).await;
+    let started = Instant::now();
+    assert_eq!(text(&other.cmd(&[b"PING"]).await), "+PONG");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Still no reply, and no error made up in its place.
+    let nothing = tokio::time::timeout(Duration::from_secs(1), stalled.read()).await;
+    assert!(nothing.is_err(), "a reply came: {nothing:?}");
+    assert_eq!(metric(&proxy, "client_connections_active").await, 2.0);
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&proxy, "client_connections_active").await != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled session was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Row: latency on every chunk both ways. Replies stay whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_keeps_pipelined_replies_whole_and_in_order() {
+    let (_redis, relay, proxy) = plain_stack(|_| {}).await;
+    relay.set(Fault::Latency(Duration::from_millis(20)));
+    let mut c = Resp::connect(proxy.addr).await;
+    let mut pipeline = Vec::new();
+    for _ in 0..200 {
+        pipeline.extend(encode_command(&[b"INCR", b"slow"]));
+    }
+    c.send_raw(&pipeline).await;
+    for n in 1..=200 {
+        assert_eq!(text(&c.read().await), format!(":{n}"));
+    }
+}
+
+/// Row: a black-holed TLS upstream (TCP accepted, the handshake never
+/// answered). The client's first command gets the TLS-handshake timeout
+/// within --connect-timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_tls_upstream_times_out_the_handshake() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let relay = FaultRelay::start(redis.tls_addr()).await;
+    relay.set(Fault::BlackHole);
+    let mut args = Proxy::args(&redis);
+    args.upstream = Some(format!("localhost:{}", relay.addr.port()).parse().unwrap());
+    args.connect_timeout = Some("1s".parse().unwrap());
+    let proxy = Proxy::start_with(args, "app-secret-pw").await;
+    let started = Instant::now();
+    let mut c = Resp::connect(proxy.addr).await;
+    let first = text(&c.cmd(&[b"PING"]).await);
+    assert!(first.starts_with(&line(Kind::TlsHandshake)), "{first}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        metric(&proxy, r#"upstream_errors_total{kind="tls_handshake"}"#).await,
+        1.0
+    );
+    still_serves(&relay, proxy.addr).await;
+}
