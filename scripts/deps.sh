@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian/Ubuntu machine:
-# redis-server and redis-cli (Debian's build has TLS), and openssl; then the
+# redis-server and redis-cli (Debian's build has TLS), openssl, and promtool
+# (Debian's `prometheus` package, for tests/monitoring.rs); then the
 # client libraries the tests drive (tests/libraries.rs), pinned and
 # project-local, never global:
 #   redis-py  (PyPI `redis`, tests/clients/requirements.txt) into tests/clients/python
@@ -10,6 +11,31 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=tests/clients
 
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_updated=""
+# apt_install WHY [apt-get options] PACKAGE...: installs from Debian's
+# packages (apt-get update first, once); without apt-get it names what is
+# missing and WHY it is needed, and fails.
+apt_install() {
+  local why=$1
+  shift
+  local arg packages=()
+  for arg in "$@"; do
+    [[ $arg == -* ]] || packages+=("$arg")
+  done
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing: ${packages[*]} — install with your package manager ($why)" >&2
+    exit 1
+  fi
+  echo "installing ${packages[*]} from Debian's packages..." >&2
+  if [ -z "$apt_updated" ]; then
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
@@ -18,17 +44,20 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
-
 if [ ${#need[@]} -gt 0 ]; then
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "missing: ${need[*]} — install them with your package manager (redis-server must be built with TLS)" >&2
-    exit 1
+  apt_install "redis-server must be built with TLS" "${need[@]}"
+fi
+
+# promtool checks monitoring/alerts.yaml (tests/monitoring.rs). Debian ships
+# it only inside the `prometheus` server package: about 20 MB to download,
+# without the node exporter it recommends. Its server is not wanted here, so
+# it is stopped and disabled if the install started it (it would take the
+# port 9090 that the proxy's admin endpoints default to).
+if ! command -v promtool >/dev/null 2>&1; then
+  apt_install "promtool, from Prometheus" --no-install-recommends prometheus
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing ${need[*]} from Debian's packages..." >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 # Each install leaves a copy of the pin file it installed from; a matching

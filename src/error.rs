@@ -45,6 +45,22 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, so `/metrics` can show each at 0 before it first happens.
+    /// A new variant goes here as well as in `as_str`.
+    pub const ALL: [Kind; 11] = [
+        Kind::ConnectTimeout,
+        Kind::Connect,
+        Kind::TlsHandshake,
+        Kind::NotTls,
+        Kind::TlsExpected,
+        Kind::AuthRejected,
+        Kind::AuthTimeout,
+        Kind::Closed,
+        Kind::Io,
+        Kind::Protocol,
+        Kind::Identity,
+    ];
+
     /// A stable, low-cardinality name for logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -15,6 +15,25 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The label values the proxy knows before anything happens. Each is
+/// created at 0 at start, so a dashboard or an alert on a fresh proxy reads
+/// 0, not "no data" (a labelled family with no series is not rendered).
+pub mod labels {
+    /// `method`: as `auth::Method::as_str`.
+    pub const METHODS: &[&str] = &["iam", "password"];
+    /// `outcome`, on every counter that has one.
+    pub const OUTCOMES: &[&str] = &["success", "failure"];
+    /// `reason` of `auth_fallbacks_total`.
+    pub const FALLBACK_REASONS: &[&str] =
+        &["token_unavailable", "rejected", "throttled", "backoff"];
+    /// `role` of `cluster_nodes`.
+    pub const ROLES: &[&str] = &["primary", "replica"];
+    /// `kind` of `redirects_rewritten_total`: as `cluster::rewrite::Redirect::as_str`.
+    pub const REDIRECTS: &[&str] = &["moved", "ask"];
+    /// `direction` of `bytes_total`.
+    pub const DIRECTIONS: &[&str] = &["to_upstream", "to_client"];
+}
+
 /// The proxy's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -107,7 +126,7 @@ impl Metrics {
                 HistogramOpts::new(name(n), help).buckets(LATENCY_BUCKETS.to_vec()),
             )
         };
-        Metrics {
+        let m = Metrics {
             auth_attempts: reg!(counter_vec(
                 "auth_attempts_total",
                 "Upstream authentication attempts by method and outcome (no IAM token available counts as a failure).",
@@ -250,6 +269,51 @@ impl Metrics {
                 &["direction"]
             )),
             registry,
+        };
+        m.preinitialise();
+        m
+    }
+
+    /// Creates every series whose labels are known statically (see
+    /// `labels`), at 0. `cluster_node_sessions` is left out: its `node`
+    /// values come from the cluster.
+    fn preinitialise(&self) {
+        use labels::*;
+        for method in METHODS {
+            for outcome in OUTCOMES {
+                self.auth_attempts.with_label_values(&[method, outcome]);
+            }
+            self.auth_failures.with_label_values(&[method]);
+            self.upstream_connections_active
+                .with_label_values(&[method]);
+            self.upstream_auth_duration.with_label_values(&[method]);
+        }
+        for outcome in OUTCOMES {
+            for vec in [
+                &self.reauths,
+                &self.migrations,
+                &self.token_refreshes,
+                &self.topology_refreshes,
+                &self.client_auth,
+                &self.upstream_probes,
+            ] {
+                vec.with_label_values(&[outcome]);
+            }
+        }
+        for reason in FALLBACK_REASONS {
+            self.auth_fallbacks.with_label_values(&[reason]);
+        }
+        for kind in crate::error::Kind::ALL {
+            self.upstream_errors.with_label_values(&[kind.as_str()]);
+        }
+        for role in ROLES {
+            self.cluster_nodes.with_label_values(&[role]);
+        }
+        for kind in REDIRECTS {
+            self.redirects_rewritten.with_label_values(&[kind]);
+        }
+        for direction in DIRECTIONS {
+            self.bytes.with_label_values(&[direction]);
         }
     }
 
@@ -292,5 +356,42 @@ mod tests {
         );
         assert!(text
             .contains("# TYPE elasticache_auth_proxy_upstream_connect_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn a_fresh_registry_shows_every_known_label_at_zero() {
+        let text = Metrics::new().render();
+        for series in [
+            r#"auth_attempts_total{method="password",outcome="failure"} 0"#,
+            r#"auth_fallbacks_total{reason="token_unavailable"} 0"#,
+            r#"authentication_failures_total{method="iam"} 0"#,
+            r#"upstream_connections_active{method="password"} 0"#,
+            r#"upstream_auth_duration_seconds_count{method="iam"} 0"#,
+            r#"upstream_errors_total{kind="tls_handshake"} 0"#,
+            r#"session_migrations_total{outcome="failure"} 0"#,
+            r#"bytes_total{direction="to_upstream"} 0"#,
+        ] {
+            assert!(
+                text.contains(&format!("{PREFIX}_{series}\n")),
+                "{series} in\n{text}"
+            );
+        }
+        // The one family whose labels come from outside stays empty.
+        assert!(!text.contains("cluster_node_sessions{"), "{text}");
+    }
+
+    #[test]
+    fn preinitialised_labels_are_the_ones_the_code_counts() {
+        use crate::{auth::Method, cluster::rewrite::Redirect, error::Kind};
+        let methods: Vec<_> = [Method::Iam, Method::Password].map(Method::as_str).into();
+        assert_eq!(methods, labels::METHODS);
+        let redirects: Vec<_> = [Redirect::Moved, Redirect::Ask]
+            .map(Redirect::as_str)
+            .into();
+        assert_eq!(redirects, labels::REDIRECTS);
+        let mut kinds: Vec<_> = Kind::ALL.map(Kind::as_str).into();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), Kind::ALL.len(), "Kind::ALL repeats a kind");
     }
 }

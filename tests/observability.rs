@@ -32,8 +32,6 @@ use elasticache_auth_proxy::{
     server::Server,
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     sync::{oneshot, Notify},
     task::JoinHandle,
     time::timeout,
@@ -84,32 +82,8 @@ struct Reply {
 
 /// `GET path` over a fresh TCP connection (`Connection: close`).
 async fn get(admin: SocketAddr, path: &str) -> Reply {
-    let exchange = async {
-        let mut s = TcpStream::connect(admin).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = timeout(DEADLINE, exchange)
-        .await
-        .unwrap_or_else(|_| panic!("GET {path}: no response within {DEADLINE:?}"))
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let raw = String::from_utf8(raw).expect("admin responses are UTF-8");
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("GET {path}: no end of head in {raw:?}"));
-    // "HTTP/1.1 200 OK"
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("GET {path}: bad status line in {head:?}"));
-    Reply {
-        status,
-        body: body.to_string(),
-    }
+    let (status, body) = common::http_get(admin, path).await;
+    Reply { status, body }
 }
 
 /// `(status, body)` of `GET path`, for compact assertions.

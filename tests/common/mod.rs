@@ -101,6 +101,34 @@ pub async fn tls_connect(
     connector.connect(name, tcp).await
 }
 
+/// `GET path` over a fresh HTTP/1.1 connection (`Connection: close`), for
+/// the admin endpoints: `(status, body)`; panics after 5 s.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("GET {path}: no response within 5 s"))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let raw = String::from_utf8(raw).unwrap_or_else(|e| panic!("GET {path}: not UTF-8: {e}"));
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("GET {path}: no end of head in {raw:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("GET {path}: bad status line in {head:?}"));
+    (status, body.to_string())
+}
+
 /// Runs the real `redis-cli` with `args`, killing it after 10 s.
 pub fn redis_cli(args: &[&str]) -> Output {
     let mut cmd = Command::new("redis-cli");
