@@ -5,10 +5,30 @@
 # project-local, never global:
 #   redis-py  (PyPI `redis`, tests/clients/requirements.txt) into tests/clients/python
 #   ioredis and node-redis (npm, tests/clients/package-lock.json) into tests/clients/node_modules
+# `scripts/deps.sh --docker` installs only Debian's Docker engine (docker.io)
+# when dockerd is missing, for scripts/image-smoke.sh.
 # Idempotent and quiet: does nothing when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=tests/clients
+
+# Installs Debian packages "$@", or says what is missing where there is no apt.
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing: $* — install them with your package manager (redis-server must be built with TLS)" >&2
+    exit 1
+  fi
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing $* from Debian's packages..." >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+if [ "${1:-}" = "--docker" ]; then
+  command -v dockerd >/dev/null 2>&1 || apt_install docker.io
+  exit 0
+fi
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
@@ -19,17 +39,7 @@ python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 
-if [ ${#need[@]} -gt 0 ]; then
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "missing: ${need[*]} — install them with your package manager (redis-server must be built with TLS)" >&2
-    exit 1
-  fi
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing ${need[*]} from Debian's packages..." >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+[ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
 # Each install leaves a copy of the pin file it installed from; a matching
 # copy means it is done. A changed pin reinstalls from scratch.
