@@ -1,8 +1,7 @@
 //! `elasticache-auth-proxy healthcheck`, the real binary, against a real
 //! proxy's admin port: exit 0 and a 200 line once the proxy has started,
 //! exit 1 saying why while it cannot start or when nothing listens, and a
-//! usage error for a URL it cannot fetch; and the ECS example's healthCheck
-//! is this subcommand, asking the port its task's proxy listens on.
+//! usage error for a URL it cannot fetch.
 
 mod common;
 
@@ -150,54 +149,5 @@ async fn an_https_url_is_a_usage_error() {
         String::from_utf8_lossy(&out.stderr).contains("only http://"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The ECS example's proxy container: its flags and its healthCheck command.
-fn ecs_proxy() -> (Vec<String>, Vec<String>) {
-    let text = include_str!("../docker/ecs-task-definition.json");
-    let task: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
-    let proxy = task["containerDefinitions"]
-        .as_array()
-        .expect("containers")
-        .iter()
-        .find(|c| c["name"] == "elasticache-auth-proxy")
-        .expect("the proxy container");
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        let items = v.as_array().expect("an array");
-        items
-            .iter()
-            .map(|a| a.as_str().expect("string").into())
-            .collect()
-    };
-    (
-        strings(&proxy["command"]),
-        strings(&proxy["healthCheck"]["command"]),
-    )
-}
-
-#[test]
-fn the_ecs_health_check_asks_startup_on_the_port_the_task_listens_on() {
-    use clap::Parser;
-    use elasticache_auth_proxy::cli::{Cli, Command};
-    use elasticache_auth_proxy::config::Config;
-
-    let (flags, check) = ecs_proxy();
-    // Exec form: the image has no shell for CMD-SHELL.
-    assert_eq!(check[0], "CMD", "{check:?}");
-    assert_eq!(
-        check[1], "/usr/local/bin/elasticache-auth-proxy",
-        "{check:?}"
-    );
-    let cli = Cli::try_parse_from(&check[1..]).unwrap_or_else(|e| panic!("{check:?}: {e}"));
-    let Some(Command::Healthcheck(args)) = cli.command else {
-        panic!("not the healthcheck subcommand: {check:?}");
-    };
-    let argv = std::iter::once("elasticache-auth-proxy".to_string()).chain(flags);
-    let cli = Cli::try_parse_from(argv).expect("the task's flags parse");
-    let cfg = Config::load(cli.args, &|_| None).expect("the task's flags load");
-    assert_eq!(
-        args.url.to_string(),
-        format!("http://{}/startup", cfg.admin_listen)
     );
 }
