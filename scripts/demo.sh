@@ -13,60 +13,14 @@ scripts/deps.sh
 
 port=${DEMO_PORT:-6379}
 tls_port=${DEMO_UPSTREAM_PORT:-6380}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+. scripts/lib.sh
 
 echo "building the proxy (release)..." >&2
 cargo build --release --quiet --bins
 bin=target/release/elasticache-auth-proxy
 
-# A throwaway CA and a server certificate for localhost.
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=demo-ca" \
-  -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-  -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$work/san.cnf"
-openssl x509 -req -days 1 -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-  -CAcreateserial -extfile "$work/san.cnf" -out "$work/server.pem" 2>/dev/null
-
-# The backend password and the demo AWS keys live only in this script's
-# processes. The emulator accepts tokens signed with the demo keys.
-export EMULATOR_BACKEND_PASSWORD DEMO_PASSWORD
-EMULATOR_BACKEND_PASSWORD=$(openssl rand -hex 16)
-DEMO_PASSWORD=$(openssl rand -hex 16)
-demo_key_id="AKIDDEMO$(openssl rand -hex 6 | tr a-f A-F)"
-demo_secret=$(openssl rand -base64 30)
-backend_port=$((tls_port + 1000))
-redis-server --port "$backend_port" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$work" --logfile "$work/redis.log" \
-  --user default off \
-  --user app-iam on ">$EMULATOR_BACKEND_PASSWORD" '~*' '&*' '+@all' \
-  --user app on ">$DEMO_PASSWORD" '~*' '&*' '+@all' &
-pids+=($!)
-
-cat > "$work/emulator.toml" <<TOML
-listen = "127.0.0.1:$tls_port"
-backend = "127.0.0.1:$backend_port"
-backend-password-env = "EMULATOR_BACKEND_PASSWORD"
-tls-cert = "$work/server.pem"
-tls-key = "$work/server.key"
-cache-name = "demo-cache"
-region = "us-east-1"
-iam-users = ["app-iam"]
-
-[[credentials]]
-access-key-id = "$demo_key_id"
-secret-access-key = "$demo_secret"
-TOML
-target/release/elasticache-iam-emulator --config "$work/emulator.toml" > "$work/emulator.out" &
-pids+=($!)
-for _ in $(seq 100); do grep -q '^stats ' "$work/emulator.out" 2>/dev/null && break; sleep 0.1; done
+. scripts/iam-cache.sh
+start_iam_cache "$tls_port"
 
 # The proxy finds the demo keys through the AWS SDK's default chain (here the
 # environment, as on a laptop; on ECS/EKS it would be the task or pod role).

@@ -6,6 +6,8 @@
 # project-local, never global:
 #   redis-py  (PyPI `redis`, tests/clients/requirements.txt) into tests/clients/python
 #   ioredis and node-redis (npm, tests/clients/package-lock.json) into tests/clients/node_modules
+# `scripts/deps.sh --docker` installs only Debian's Docker engine (docker.io)
+# when dockerd is missing, for scripts/image-smoke.sh.
 # Idempotent and quiet: does nothing when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +37,12 @@ apt_install() {
   fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
+
+if [ "${1:-}" = "--docker" ]; then
+  # scripts/image-smoke.sh: the Docker engine, from Debian's docker.io.
+  command -v dockerd >/dev/null 2>&1 || apt_install "the image smoke runs containers" docker.io
+  exit 0
+fi
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)

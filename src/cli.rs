@@ -1,6 +1,7 @@
 //! The command line: `elasticache-auth-proxy [OPTIONS]` runs the proxy;
 //! `elasticache-auth-proxy token ...` prints one IAM token;
-//! `elasticache-auth-proxy verify [OPTIONS]` checks each auth method.
+//! `elasticache-auth-proxy verify [OPTIONS]` checks each auth method;
+//! `elasticache-auth-proxy healthcheck` asks the admin endpoint (containers).
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// GET an admin endpoint once: exit 0 on 200, 1 otherwise, one line
+    /// printed (a container health check for images with no shell or curl)
+    Healthcheck(HealthcheckArgs),
     /// Print one IAM auth token, signed with the default AWS credential chain
     /// (for redis-cli / valkey-cli --user <iam-user> --pass "$(...)", or scripts)
     Token(TokenArgs),
@@ -70,4 +74,20 @@ pub struct TokenArgs {
     /// AWS service the token is signed for
     #[arg(long, value_name = "SERVICE", default_value = "elasticache")]
     pub service: Service,
+}
+
+/// Which admin endpoint `healthcheck` asks, and for how long.
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    /// The endpoint; /startup stays 200 once the proxy has authenticated
+    /// upstream, so an outage of the cache does not restart the container
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9090/startup"
+    )]
+    pub url: crate::healthcheck::Url,
+    /// Give up after this long in all
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub timeout: config::HumanDuration,
 }

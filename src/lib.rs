@@ -13,6 +13,7 @@
 //! - [`resp`]: RESP frame boundaries and the few commands the proxy understands.
 //! - [`error`]: one error taxonomy: kind and side, and what clients are told.
 //! - [`admin`]: HTTP endpoints: metrics, startup/readiness/liveness, quit.
+//! - [`healthcheck`]: the `healthcheck` subcommand's one GET of an admin endpoint.
 //! - [`metrics`]: one struct of typed Prometheus metric handles.
 //! - [`verify`]: the `verify` command: each auth method checked end to end.
 //!
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod healthcheck;
 pub mod metrics;
 pub mod resp;
 pub mod server;

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Token(args)) => return token(args),
         Some(Command::Verify(args)) => return verify(args),
+        Some(Command::Healthcheck(args)) => return healthcheck(&args),
         None => {}
     }
     let env = |key: &str| std::env::var(key).ok();
@@ -200,5 +201,20 @@ fn init_logging(cfg: &config::Config, colour: bool) {
         config::LogFormat::Text => tracing_subscriber::registry()
             .with(layer.with_filter(filter))
             .init(),
+    }
+}
+
+/// `elasticache-auth-proxy healthcheck`: one line, on stdout for 200 and on
+/// stderr otherwise; no runtime, no logging setup.
+fn healthcheck(args: &elasticache_auth_proxy::cli::HealthcheckArgs) -> ExitCode {
+    match elasticache_auth_proxy::healthcheck::check(&args.url, args.timeout.0) {
+        Ok(line) => {
+            println!("healthcheck: {line}");
+            ExitCode::SUCCESS
+        }
+        Err(line) => {
+            eprintln!("healthcheck: {line}");
+            ExitCode::FAILURE
+        }
     }
 }

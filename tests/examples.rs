@@ -3,7 +3,10 @@
 //! config.
 
 use clap::Parser;
-use elasticache_auth_proxy::{cli::Cli, config::Config};
+use elasticache_auth_proxy::{
+    cli::{Cli, Command},
+    config::Config,
+};
 
 fn loads(source: &str, args: &[String]) -> Config {
     let argv = std::iter::once("elasticache-auth-proxy".to_string()).chain(args.iter().cloned());
@@ -28,7 +31,22 @@ fn ecs_task_definition_flags_are_valid() {
         .map(|a| a.as_str().expect("string").to_string())
         .collect();
     assert!(args.iter().any(|a| a.starts_with("--iam-user=")));
-    loads("ecs-task-definition.json", &args);
+    let cfg = loads("ecs-task-definition.json", &args);
+    // Its health check: the healthcheck subcommand in exec form (the image
+    // has no shell), asking /startup on the port this task's proxy serves.
+    let check: Vec<&str> = proxy["healthCheck"]["command"]
+        .as_array()
+        .expect("healthCheck command")
+        .iter()
+        .map(|a| a.as_str().expect("string"))
+        .collect();
+    assert_eq!(check[..2], ["CMD", "/usr/local/bin/elasticache-auth-proxy"]);
+    let cli = Cli::try_parse_from(&check[1..]).unwrap_or_else(|e| panic!("{check:?}: {e}"));
+    let Some(Command::Healthcheck(health)) = cli.command else {
+        panic!("not the healthcheck subcommand: {check:?}");
+    };
+    let want = format!("http://{}/startup", cfg.admin_listen);
+    assert_eq!(health.url.to_string(), want);
 }
 
 /// The proxy's args in a Kubernetes example: the `- --flag[=value]` items.
