@@ -202,6 +202,8 @@ async fn a_stalled_auth_reply_is_an_auth_timeout_error() {
     // Each command in turn is answered with it.
     let second = text(&c.cmd(&[b"GET", b"k"]).await);
     assert!(second.starts_with(&line(Kind::AuthTimeout)), "{second}");
+    let counted = r#"upstream_errors_total{kind="auth_timeout"}"#;
+    assert_eq!(metric(&proxy, counted).await, 1.0);
     still_serves(&relay, proxy.addr).await;
 }
 
