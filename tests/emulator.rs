@@ -37,8 +37,8 @@ const STS_AKID: &str = "ASIATESTEXAMPLE";
 const STS_SECRET: &str = "sts-secret-EXAMPLE";
 const STS_TOKEN: &str = "IQoJb3JpZ2luX2Vj/session+token==";
 const WRONGPASS: &str = "-WRONGPASS invalid username-password pair or user is disabled.";
-const THROTTLED: &str =
-    "-ERR Syntax error in HELLO option 'IAM authentication throttled (elasticache-iam-emulator)'";
+/// ElastiCache's reply over the IAM authentication rate (the default).
+const THROTTLED: &str = "-ERR Exceeded limit of IAM Authentication requests";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- signer
@@ -478,6 +478,60 @@ async fn iam_auth_in_multi_aborts_exec() {
             ("password_auth_total", 1),
         ],
     );
+}
+
+/// Each of ElastiCache's throttling replies, byte for byte, in the place of
+/// the throttled AUTH among pipelined replies.
+#[tokio::test]
+async fn answers_each_elasticache_throttling_reply_exactly_and_in_order() {
+    let redis = redis();
+    for (setting, reply) in [
+        (
+            "exceeded-limit",
+            "-ERR Exceeded limit of IAM Authentication requests\r\n",
+        ),
+        (
+            "iam-service-unavailable",
+            "-ERR IAM Authentication service is not available\r\n",
+        ),
+        ("service-unavailable", "-ERR service is not available\r\n"),
+    ] {
+        let emulator = Emulator::start(
+            &redis,
+            &format!("iam-auth-rate = 1\nthrottle-reply = \"{setting}\""),
+        );
+        let mut conn = emulator.connect().await;
+        let good = Sign::now().token();
+        let auth = common::encode_command(&[b"AUTH", IAM_USER.as_bytes(), good.as_bytes()]);
+        let mut frames = auth.clone();
+        frames.extend(&auth);
+        frames.extend(common::encode_command(&[b"PING"]));
+        conn.send_raw(&frames).await;
+        let mut want = b"+OK\r\n".to_vec();
+        want.extend(reply.as_bytes());
+        want.extend(b"+PONG\r\n");
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let n = tokio::time::timeout(Duration::from_secs(5), conn.stream().read_buf(&mut got))
+                .await
+                .expect("replies")
+                .unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "{setting}"
+        );
+        let stats = emulator.stats().await;
+        expect_counters(
+            &stats,
+            &[
+                ("iam_auth_throttled_total", 1),
+                ("iam_auth_success_total", 1),
+            ],
+        );
+    }
 }
 
 #[tokio::test]

@@ -449,11 +449,25 @@ async fn unavailable_credentials_fall_back_as_token_unavailable() {
     assert_eq!(emulator.stat("password_auth_total"), 1);
 }
 
+/// Each of ElastiCache's throttling replies (over the limit, the IAM
+/// service unavailable, the bare one before authentication) is throttling
+/// to the fallback policy and the metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_iam_falls_back_as_throttled() {
+    for reply in [
+        "exceeded-limit",
+        "iam-service-unavailable",
+        "service-unavailable",
+    ] {
+        throttled_falls_back(reply).await;
+    }
+}
+
+async fn throttled_falls_back(reply: &'static str) {
     // One IAM AUTH per second, and a full bucket of one at start.
     let opts = EmulatorOptions {
         iam_auth_rate: 1,
+        throttle_reply: reply,
         ..EmulatorOptions::default()
     };
     let (redis, emulator) = setup(&opts);

@@ -46,6 +46,8 @@ pub struct EmulatorOptions {
     pub credentials: Vec<AwsCreds>,
     pub max_session_age: String,
     pub iam_auth_rate: u32,
+    /// `throttle-reply`: which of ElastiCache's throttling replies.
+    pub throttle_reply: &'static str,
 }
 
 impl Default for EmulatorOptions {
@@ -55,6 +57,7 @@ impl Default for EmulatorOptions {
             credentials: vec![AwsCreds::long_term("AKIDTEST", "test-secret-key")],
             max_session_age: "12h".into(),
             iam_auth_rate: 0,
+            throttle_reply: "exceeded-limit",
         }
     }
 }
@@ -89,13 +92,14 @@ impl Emulator {
             "listen = \"127.0.0.1:0\"\nstats-listen = \"127.0.0.1:0\"\nbackend = \"{}\"\n\
              backend-password-env = \"EMULATOR_BACKEND_PASSWORD\"\ntls-cert = {:?}\ntls-key = {:?}\n\
              cache-name = \"{CACHE}\"\nregion = \"{REGION}\"\nserverless = {}\niam-users = [\"{IAM_USER}\"]\n\
-             max-session-age = \"{}\"\niam-auth-rate = {}\n",
+             max-session-age = \"{}\"\niam-auth-rate = {}\nthrottle-reply = \"{}\"\n",
             redis.plain_addr().expect("backend needs a plain port"),
             redis.certs.server_cert,
             redis.certs.server_key,
             opts.serverless,
             opts.max_session_age,
             opts.iam_auth_rate,
+            opts.throttle_reply,
         );
         for c in &opts.credentials {
             toml.push_str(&format!(

@@ -34,6 +34,8 @@ struct File {
     #[serde(default)]
     iam_auth_rate: u32,
     #[serde(default)]
+    throttle_reply: ThrottleReply,
+    #[serde(default)]
     credentials: Vec<CredentialFile>,
 }
 
@@ -64,6 +66,36 @@ impl Service {
     }
 }
 
+/// What a throttled IAM AUTH is answered with: ElastiCache's three replies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThrottleReply {
+    /// Over the IAM authentication rate limit.
+    #[default]
+    ExceededLimit,
+    /// The IAM authentication service is unavailable (an authenticated
+    /// connection's re-AUTH).
+    IamServiceUnavailable,
+    /// The bare reply before authentication (AWS's public-endpoint
+    /// documentation).
+    ServiceUnavailable,
+}
+
+impl ThrottleReply {
+    /// The whole reply frame, as ElastiCache sends it.
+    pub fn frame(self) -> &'static [u8] {
+        match self {
+            ThrottleReply::ExceededLimit => {
+                b"-ERR Exceeded limit of IAM Authentication requests\r\n"
+            }
+            ThrottleReply::IamServiceUnavailable => {
+                b"-ERR IAM Authentication service is not available\r\n"
+            }
+            ThrottleReply::ServiceUnavailable => b"-ERR service is not available\r\n",
+        }
+    }
+}
+
 /// Validated settings.
 #[derive(Debug)]
 pub struct Config {
@@ -84,6 +116,8 @@ pub struct Config {
     pub max_session_age: Duration,
     /// IAM AUTH attempts per second across all connections; 0 = unlimited.
     pub iam_auth_rate: u32,
+    /// What a throttled IAM AUTH is answered with.
+    pub throttle_reply: ThrottleReply,
     /// What tokens are checked against.
     pub verify: verify::Settings,
 }
@@ -249,6 +283,7 @@ impl Config {
             iam_users: file.iam_users,
             max_session_age,
             iam_auth_rate: file.iam_auth_rate,
+            throttle_reply: file.throttle_reply,
             verify: verify::Settings {
                 // ElastiCache signs and checks the lowercased cache id.
                 cache_name: file.cache_name.to_lowercase(),
@@ -337,6 +372,7 @@ region = "us-east-1"
             "max-session-age",
             "clock-skew",
             "iam-auth-rate",
+            "throttle-reply",
             "access-key-id",
             "secret-access-key",
             "session-token",
@@ -361,6 +397,17 @@ region = "us-east-1"
         assert_eq!(cfg.verify.service, "elasticache");
         assert!(!cfg.verify.serverless);
         assert_eq!(cfg.iam_auth_rate, 0);
+        assert_eq!(cfg.throttle_reply, ThrottleReply::ExceededLimit);
+        let cfg = Config::parse(
+            &minimal("throttle-reply = \"service-unavailable\""),
+            Path::new("."),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.throttle_reply.frame(),
+            b"-ERR service is not available\r\n"
+        );
     }
 
     #[test]
@@ -369,6 +416,7 @@ region = "us-east-1"
         let rows: &[(&str, &str)] = &[
             ("unknown = 1", "unknown field"),
             ("service = \"s3\"", "unknown variant"),
+            ("throttle-reply = \"slow\"", "unknown variant"),
             ("max-session-age = \"soon\"", "max-session-age"),
             ("max-session-age = \"0s\"", "more than 0"),
             ("clock-skew = 5", "invalid type"),

@@ -16,10 +16,12 @@ use elasticache_auth_proxy::resp::{encode_command, inline, Scanner, Side};
 /// transaction. It has no arguments, so the token never reaches the error text.
 pub const IN_MULTI_COMMAND: &str = "IAM-AUTH-NOT-SUPPORTED-IN-MULTI";
 
-/// What a throttled IAM AUTH answers, inside Redis's HELLO syntax error:
-/// `-ERR Syntax error in HELLO option 'IAM authentication throttled (elasticache-iam-emulator)'`.
-/// HELLO is used (not EVAL) because it runs before authentication and for
-/// every ACL user, where EVAL would answer `-NOAUTH` or `-NOPERM` instead.
+/// A throttled IAM AUTH goes to the backend as `HELLO 3 <this>`, which
+/// answers `-ERR Syntax error in HELLO option '<this>'` in the AUTH's place
+/// in the reply stream; the relay replaces that frame with ElastiCache's
+/// throttling reply (`throttle-reply`). HELLO is used (not EVAL) because it
+/// runs before authentication and for every ACL user, where EVAL would
+/// answer `-NOAUTH` or `-NOPERM` instead.
 pub const THROTTLED_MESSAGE: &str = "IAM authentication throttled (elasticache-iam-emulator)";
 
 /// Largest AUTH/HELLO frame held for rewriting. IAM tokens are well under

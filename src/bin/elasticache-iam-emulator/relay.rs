@@ -4,6 +4,7 @@
 //! ([`Session`] as its [`Gate`]) and closes IAM sessions at max-session-age.
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::filter::{Filter, Gate, Notice, Rewrite};
+use crate::filter::{Filter, Gate, Notice, Rewrite, THROTTLED_MESSAGE};
 use crate::stats::Stats;
 use crate::throttle::Bucket;
 use crate::verify::{self, Reject};
@@ -62,9 +63,12 @@ where
     let (mut backend_rd, mut backend_wr) = tokio::io::split(backend);
     // When the current identity came from IAM: the moment it expires.
     let (deadline_tx, deadline_rx) = watch::channel(None);
+    // Throttling stand-ins forwarded whose replies are not yet replaced.
+    let stand_ins = AtomicUsize::new(0);
     let mut session = Session {
         shared,
         deadline: &deadline_tx,
+        stand_ins: &stand_ins,
     };
 
     let up = async {
@@ -73,9 +77,8 @@ where
         let _ = backend_wr.shutdown().await;
         std::future::pending::<()>().await;
     };
-    // tokio's copy flushes whenever the backend has nothing more to read,
-    // so TLS records go out without waiting for a full buffer.
-    let down = tokio::io::copy(&mut backend_rd, &mut client_wr);
+    let reply = shared.cfg.throttle_reply.frame();
+    let down = downstream(&mut backend_rd, &mut client_wr, &stand_ins, reply);
     let end = tokio::select! {
         () = up => End::Closed,
         _ = down => End::Closed,
@@ -112,6 +115,52 @@ where
     }
 }
 
+/// Backend → client until EOF or an error, flushing after every read so TLS
+/// records go out without waiting for a full buffer. While throttling
+/// stand-ins are outstanding, the backend's reply to each (the HELLO syntax
+/// error naming [`THROTTLED_MESSAGE`], a frame no other command produces) is
+/// replaced by ElastiCache's `reply`; only then is the stream searched, and
+/// only bytes that could begin a stand-in are held back.
+async fn downstream<R, W>(backend: &mut R, client: &mut W, stand_ins: &AtomicUsize, reply: &[u8])
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let stand_in = format!("-ERR Syntax error in HELLO option '{THROTTLED_MESSAGE}'\r\n");
+    let stand_in = stand_in.as_bytes();
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut out = BytesMut::with_capacity(READ_SIZE);
+    loop {
+        buf.reserve(READ_SIZE);
+        let eof = !matches!(backend.read_buf(&mut buf).await, Ok(n) if n > 0);
+        let mut pos = 0;
+        while stand_ins.load(Ordering::Relaxed) > 0 {
+            let Some(at) = memchr::memmem::find(&buf[pos..], stand_in) else {
+                break;
+            };
+            out.extend_from_slice(&buf[pos..pos + at]);
+            out.extend_from_slice(reply);
+            pos += at + stand_in.len();
+            stand_ins.fetch_sub(1, Ordering::Relaxed);
+        }
+        let rest = &buf[pos..];
+        let hold = if eof || stand_ins.load(Ordering::Relaxed) == 0 {
+            0
+        } else {
+            (1..stand_in.len().min(rest.len() + 1))
+                .rev()
+                .find(|&n| rest.ends_with(&stand_in[..n]))
+                .unwrap_or(0)
+        };
+        out.extend_from_slice(&rest[..rest.len() - hold]);
+        let _ = buf.split_to(buf.len() - hold);
+        if client.write_all(&out).await.is_err() || client.flush().await.is_err() || eof {
+            return;
+        }
+        out.clear();
+    }
+}
+
 /// Resolves once the deadline passes; a new deadline (re-auth) or none
 /// (RESET, password AUTH) replaces the old one.
 async fn expiry(mut rx: watch::Receiver<Option<Instant>>) {
@@ -139,6 +188,8 @@ async fn expiry(mut rx: watch::Receiver<Option<Instant>>) {
 struct Session<'a> {
     shared: &'a Shared,
     deadline: &'a watch::Sender<Option<Instant>>,
+    /// Throttling stand-ins sent to the backend, for [`downstream`].
+    stand_ins: &'a AtomicUsize,
 }
 
 impl Gate for Session<'_> {
@@ -164,6 +215,7 @@ impl Gate for Session<'_> {
         if !admitted {
             Stats::inc(&stats.iam_auth_throttled_total);
             tracing::info!(%user, "IAM AUTH throttled (iam-auth-rate)");
+            self.stand_ins.fetch_add(1, Ordering::Relaxed);
             return Rewrite::Throttled;
         }
         let verdict = std::str::from_utf8(token)
