@@ -10,7 +10,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
@@ -231,6 +231,11 @@ impl Server {
         let mut sessions = JoinSet::new();
         let ids = AtomicU64::new(1);
         let mut backoff = Duration::from_millis(5);
+        // Accepts failed in a row (EMFILE and the like), whether that was
+        // logged, and when accepting last resumed.
+        let mut failed_accepts = 0u64;
+        let mut accept_warned = false;
+        let mut accepts_resumed: Option<Instant> = None;
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -251,12 +256,29 @@ impl Server {
             };
             let (client, peer, node) = match accepted {
                 Ok(c) => {
+                    if failed_accepts > 0 {
+                        if accept_warned {
+                            info!(failed_accepts, "accepting clients again");
+                            accept_warned = false;
+                        }
+                        failed_accepts = 0;
+                        accepts_resumed = Some(Instant::now());
+                    }
                     backoff = Duration::from_millis(5);
                     c
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: never fatal.
-                    warn!(error = %e, retry_in = ?backoff, "accept failed");
+                    // One line when it starts and one when it ends, also
+                    // while it flaps (each close frees one descriptor).
+                    let flapping = accepts_resumed.is_some_and(|t| t.elapsed() < ACCEPT_QUIET);
+                    if failed_accepts == 0 && !flapping {
+                        warn!(error = %e, "cannot accept clients: {}", accept_hint(&e));
+                        accept_warned = true;
+                    } else {
+                        debug!(error = %e, retry_in = ?backoff, "accept failed again");
+                    }
+                    failed_accepts += 1;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
@@ -350,6 +372,19 @@ impl Server {
                 sessions.shutdown().await;
             }
         }
+    }
+}
+
+/// Accept failures this soon after accepting resumed continue the episode
+/// already logged.
+const ACCEPT_QUIET: Duration = Duration::from_secs(10);
+
+/// What a failed accept means for clients, and what to do about it.
+fn accept_hint(e: &std::io::Error) -> &'static str {
+    // EMFILE, ENFILE (Linux errno values).
+    match e.raw_os_error() {
+        Some(24) | Some(23) => "out of file descriptors; new clients wait in the listen backlog until connections close (raise the limit: ulimit -n, systemd LimitNOFILE, or the container's nofile ulimit)",
+        _ => "retrying with backoff; new clients wait in the listen backlog",
     }
 }
 

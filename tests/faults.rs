@@ -283,3 +283,66 @@ async fn a_black_holed_tls_upstream_times_out_the_handshake() {
     );
     still_serves(&relay, proxy.addr).await;
 }
+
+/// Row: the proxy runs out of file descriptors (EMFILE). The accept loop
+/// survives and logs one line when it starts and one when it ends; clients
+/// wait in the listen backlog and are served once others close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_accept_loop_waits_and_recovers() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxy.log");
+    let port = common::free_port();
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=48:48")
+        .arg(env!("CARGO_BIN_EXE_elasticache-auth-proxy"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--upstream",
+            &format!("localhost:{}", redis.tls_port),
+            "--tls-ca-file",
+        ])
+        .arg(&redis.certs.ca)
+        .args(["--password-user", "app", "--password-env", "PW"])
+        .env_clear()
+        .env("PW", "app-secret-pw")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("prlimit (util-linux) runs the proxy");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "proxy not listening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut first = Resp::connect(addr).await;
+    assert_eq!(text(&first.cmd(&[b"PING"]).await), "+PONG");
+    // More idle clients than descriptors: the kernel completes their TCP
+    // handshakes, the proxy cannot accept them all.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut waiting = Resp::connect(addr).await;
+    waiting.send(&[b"PING"]).await;
+    let early = tokio::time::timeout(Duration::from_secs(1), waiting.read()).await;
+    assert!(early.is_err(), "served while out of descriptors: {early:?}");
+    // The connected client keeps working meanwhile.
+    assert_eq!(text(&first.cmd(&[b"GET", b"k"]).await), "_");
+    drop(idle);
+    let served = tokio::time::timeout(Duration::from_secs(10), waiting.read()).await;
+    assert_eq!(text(&served.expect("served once others closed")), "+PONG");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    let starts = log
+        .matches("cannot accept clients: out of file descriptors")
+        .count();
+    assert_eq!(starts, 1, "{log}");
+    assert_eq!(log.matches("accepting clients again").count(), 1, "{log}");
+}
