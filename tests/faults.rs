@@ -346,3 +346,114 @@ async fn out_of_file_descriptors_the_accept_loop_waits_and_recovers() {
     assert_eq!(starts, 1, "{log}");
     assert_eq!(log.matches("accepting clients again").count(), 1, "{log}");
 }
+
+/// 200 clients at once, each sending `ACL WHOAMI`: the replies.
+async fn wave(proxy: SocketAddr) -> Vec<String> {
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut c = Resp::connect(proxy).await;
+                text(&c.cmd(&[b"ACL", b"WHOAMI"]).await)
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for c in clients {
+        replies.push(c.await.unwrap());
+    }
+    replies
+}
+
+/// Row: an IAM throttling storm. 200 clients connect at once to a cache
+/// that admits 5 IAM authentications a second. With the password as
+/// fallback every client is served: each connection tries IAM at most
+/// once (no retries), the throttled ones fall back on the same connection,
+/// and the next wave, inside the backoff, does not try IAM at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iam_throttling_storm_falls_back_without_a_retry_storm() {
+    let redis = RedisServer::start(common::backend_options());
+    let emulator = common::Emulator::start(
+        &redis,
+        &common::EmulatorOptions {
+            iam_auth_rate: 5,
+            ..common::EmulatorOptions::default()
+        },
+    );
+    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
+    args.auth = Some(config::AuthMode::IamWithPasswordFallback);
+    args.password_user = Some("app".into());
+    args.password_env = Some(common::PASSWORD_ENV.into());
+    let creds =
+        aws_credential_types::Credentials::new("AKIDTEST", "test-secret-key", None, None, "t");
+    let proxy = Proxy::start_with_credentials(args, "app-secret-pw", creds).await;
+
+    let first = wave(proxy.addr).await;
+    let iam = first
+        .iter()
+        .filter(|r| *r == &format!("${}", common::IAM_USER))
+        .count();
+    let password = first.iter().filter(|r| *r == "$app").count();
+    assert_eq!(iam + password, 200, "every client served: {first:?}");
+    assert!((1..=10).contains(&iam), "{iam} IAM sessions at 5/s");
+    let attempts =
+        emulator.stat("iam_auth_success_total") + emulator.stat("iam_auth_throttled_total");
+    assert!(
+        attempts <= 200,
+        "{attempts} IAM AUTHs for 200 connections: retried"
+    );
+    let throttled = emulator.stat("iam_auth_throttled_total");
+    assert_eq!(
+        metric(&proxy, r#"auth_fallbacks_total{reason="throttled"}"#).await,
+        throttled as f64
+    );
+
+    // Inside the backoff: straight to the password, no IAM AUTH at all.
+    let second = wave(proxy.addr).await;
+    assert!(second.iter().all(|r| r == "$app"), "{second:?}");
+    let after = emulator.stat("iam_auth_success_total") + emulator.stat("iam_auth_throttled_total");
+    assert_eq!(after, attempts, "the second wave tried IAM");
+    assert!(metric(&proxy, r#"auth_fallbacks_total{reason="backoff"}"#).await >= 200.0);
+}
+
+/// Row: the same storm with IAM only (no fallback). The throttled clients
+/// are told so, each command in turn; none is retried by the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iam_throttling_storm_without_fallback_tells_the_throttled_clients() {
+    let redis = RedisServer::start(common::backend_options());
+    let emulator = common::Emulator::start(
+        &redis,
+        &common::EmulatorOptions {
+            iam_auth_rate: 5,
+            ..common::EmulatorOptions::default()
+        },
+    );
+    let args = Proxy::iam_args(&redis, emulator.addr.port());
+    let creds =
+        aws_credential_types::Credentials::new("AKIDTEST", "test-secret-key", None, None, "t");
+    let proxy = Proxy::start_with_credentials(args, "unused", creds).await;
+    let replies = wave(proxy.addr).await;
+    let iam = replies
+        .iter()
+        .filter(|r| *r == &format!("${}", common::IAM_USER))
+        .count();
+    let refused: Vec<&String> = replies.iter().filter(|r| r.starts_with("-")).collect();
+    assert_eq!(iam + refused.len(), 200, "{replies:?}");
+    assert!((1..=10).contains(&iam), "{iam}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.contains("rejected the proxy's AUTH")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().all(|r| r.contains("throttled")),
+        "{refused:?}"
+    );
+    let attempts =
+        emulator.stat("iam_auth_success_total") + emulator.stat("iam_auth_throttled_total");
+    assert_eq!(attempts, 200, "one IAM AUTH per connection");
+    assert_eq!(
+        metric(&proxy, "iam_authentication_throttled_total").await,
+        (200 - iam) as f64
+    );
+}
