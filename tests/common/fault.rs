@@ -50,6 +50,7 @@ pub enum Fault {
 pub struct FaultRelay {
     pub addr: SocketAddr,
     plan: Arc<Mutex<Fault>>,
+    upstream: Arc<Mutex<SocketAddr>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -59,17 +60,32 @@ impl FaultRelay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let plan = Arc::new(Mutex::new(Fault::Pass));
+        let upstream = Arc::new(Mutex::new(upstream));
         let task = tokio::spawn({
-            let plan = plan.clone();
+            let (plan, upstream) = (plan.clone(), upstream.clone());
             async move {
                 let mut conns = tokio::task::JoinSet::new();
                 while let Ok((client, _)) = listener.accept().await {
                     let fault = *plan.lock().unwrap();
-                    conns.spawn(relay(client, upstream, fault));
+                    let to = *upstream.lock().unwrap();
+                    conns.spawn(relay(client, to, fault));
+                    // Reap finished relays so the set stays small.
+                    while conns.try_join_next().is_some() {}
                 }
             }
         });
-        FaultRelay { addr, plan, task }
+        FaultRelay {
+            addr,
+            plan,
+            upstream,
+            task,
+        }
+    }
+
+    /// Where connections accepted from now on go: a restarted server on
+    /// another port looks, to the proxy, like a restart on the same one.
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self.upstream.lock().unwrap() = upstream;
     }
 
     /// The fault for connections accepted from now on.
