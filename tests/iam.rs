@@ -235,6 +235,11 @@ impl ProxyProcess {
         }
     }
 
+    /// The log so far, while it runs.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
     fn stderr(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -534,4 +539,174 @@ async fn wrong_secret_falls_back_with_metrics_and_a_json_audit_trail() {
     ] {
         assert!(!log.contains(secret), "{secret} leaked into the log");
     }
+}
+
+/// What a flaky container-credentials endpoint does with each request.
+#[derive(Clone, Copy, Debug)]
+enum Serve {
+    /// Valid temporary credentials, an hour to live.
+    Good,
+    /// Accepts and closes without answering (the endpoint is down).
+    Down,
+    /// Answers after this long (past the SDK's 5 s read timeout).
+    Slow(Duration),
+    /// 200 with a body that is not the credentials JSON.
+    Garbage,
+    /// Valid JSON whose credentials expired an hour ago.
+    Expired,
+}
+
+const FLAKY_AKID: &str = "ASIAFLAKYEXAMPLE";
+const FLAKY_SECRET: &str = "flaky-secret-EXAMPLE";
+const FLAKY_SESSION: &str = "flaky-session-EXAMPLE";
+
+/// A container-credentials endpoint whose behaviour a test switches.
+struct FlakyEndpoint {
+    addr: SocketAddr,
+    serve: Arc<Mutex<Serve>>,
+}
+
+impl FlakyEndpoint {
+    async fn start(serve: Serve) -> FlakyEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serve = Arc::new(Mutex::new(serve));
+        let mode = serve.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let serve = *mode.lock().unwrap();
+                tokio::spawn(async move {
+                    let mut req = vec![0u8; 4096];
+                    let _ = s.read(&mut req).await;
+                    let expires = |d: i64| {
+                        let at = if d >= 0 {
+                            SystemTime::now() + Duration::from_secs(d as u64)
+                        } else {
+                            SystemTime::now() - Duration::from_secs((-d) as u64)
+                        };
+                        humantime::format_rfc3339_seconds(at).to_string()
+                    };
+                    let json = |expiration: String| {
+                        format!(
+                            r#"{{"AccessKeyId":"{FLAKY_AKID}","SecretAccessKey":"{FLAKY_SECRET}","Token":"{FLAKY_SESSION}","Expiration":"{expiration}"}}"#
+                        )
+                    };
+                    let body = match serve {
+                        Serve::Down => return,
+                        Serve::Slow(d) => {
+                            tokio::time::sleep(d).await;
+                            json(expires(3600))
+                        }
+                        Serve::Good => json(expires(3600)),
+                        Serve::Garbage => "<html>upstream connect error</html>".to_string(),
+                        Serve::Expired => json(expires(-3600)),
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        FlakyEndpoint { addr, serve }
+    }
+
+    fn set(&self, serve: Serve) {
+        *self.serve.lock().unwrap() = serve;
+    }
+}
+
+/// Fault-matrix rows for the credentials endpoint (ECS container
+/// credentials, as EKS Pod Identity serves them too): down at start, slow,
+/// answering garbage, or handing out credentials that already expired.
+/// In IAM mode the proxy is not started and each client is told there are
+/// no credentials, the log says why, no secret is logged; once the
+/// endpoint serves good credentials the proxy recovers by itself.
+async fn credentials_endpoint_fault(serve: Serve, logged: &str) {
+    let opts = EmulatorOptions {
+        credentials: vec![AwsCreds {
+            access_key_id: FLAKY_AKID.into(),
+            secret_access_key: FLAKY_SECRET.into(),
+            session_token: Some(FLAKY_SESSION.into()),
+            expires_at: None,
+        }],
+        ..EmulatorOptions::default()
+    };
+    let (redis, emulator) = setup(&opts);
+    let endpoint = FlakyEndpoint::start(serve).await;
+    let env = [
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{}/v2/credentials", endpoint.addr),
+        ),
+        ("AWS_REGION", REGION.to_string()),
+    ];
+    let proxy = ProxyProcess::start(&emulator, &redis, &["--log-level", "debug"], &env);
+    // The first refresh fails (the SDK gives up on a slow endpoint after
+    // its read timeout and retries).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !proxy.log().contains("IAM token refresh failed") {
+        assert!(
+            Instant::now() < deadline,
+            "{serve:?}: no failed refresh logged:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let reply = whoami(proxy.addr).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{serve:?}: a client waited"
+    );
+    assert!(
+        reply.starts_with("-ERR elasticache-auth-proxy: no credentials to authenticate upstream"),
+        "{serve:?}: {reply}"
+    );
+    assert_eq!(http_get(proxy.admin, "/startup").await.0, 503, "{serve:?}");
+    let log = proxy.log();
+    assert!(log.contains(logged), "{serve:?}: {logged:?} not in\n{log}");
+    assert_eq!(emulator.stat("iam_auth_success_total"), 0, "{serve:?}");
+
+    // The endpoint recovers; so does the proxy, within its backoff.
+    endpoint.set(Serve::Good);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let reply = whoami(proxy.addr).await;
+        if reply == format!("${IAM_USER}") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{serve:?}: not recovered: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(http_get(proxy.admin, "/startup").await.0, 200, "{serve:?}");
+    let log = proxy.stderr();
+    for secret in [FLAKY_SECRET, FLAKY_SESSION, "X-Amz-Signature"] {
+        assert!(!log.contains(secret), "{serve:?}: {secret} logged");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_endpoint_down_at_start_then_recovers() {
+    credentials_endpoint_fault(Serve::Down, "no AWS credentials").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_endpoint_slow_then_recovers() {
+    credentials_endpoint_fault(Serve::Slow(Duration::from_secs(8)), "no AWS credentials").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_endpoint_garbage_then_recovers() {
+    credentials_endpoint_fault(Serve::Garbage, "no AWS credentials").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_already_expired_are_refused_with_the_reason_then_recovers() {
+    credentials_endpoint_fault(Serve::Expired, "expired at").await;
 }

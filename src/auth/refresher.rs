@@ -131,6 +131,17 @@ async fn run(
             _ => {
                 stats.credential_fetches.fetch_add(1, Ordering::Relaxed);
                 match provider.provide_credentials().await {
+                    // Already expired (a stale cache, a clock far off): no
+                    // token signed with them would be accepted.
+                    Ok(c) if c.expiry().is_some_and(|at| at <= now + MIN_VALIDITY) => {
+                        let at = c.expiry().map_or_else(String::new, |at| {
+                            humantime::format_rfc3339_seconds(at).to_string()
+                        });
+                        Err(format!(
+                            "the AWS credentials from {} expired at {at}, when they were handed out (is the clock right? is the credentials source serving stale credentials?)",
+                            super::credential_source(&c)
+                        ))
+                    }
                     Ok(c) => {
                         let source = super::credential_source(&c);
                         if logged_source != Some(source) {
