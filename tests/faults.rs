@@ -576,3 +576,36 @@ async fn an_upstream_restart_under_1000_sessions_closes_them_cleanly_and_they_re
     );
     drop(held);
 }
+
+/// Sends `input`, half-closes (FIN, still reading), and returns every byte
+/// until the peer closes.
+async fn half_closed<S>(mut s: S, input: &[u8]) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    s.write_all(input).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("closed")
+        .unwrap_or_default();
+    out
+}
+
+/// Row: the client half-closes after its commands (`printf ... | nc`, a
+/// script that shuts down its write side). Every reply it is owed arrives,
+/// then the close, byte for byte as direct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_half_close_gets_every_reply_then_the_close_as_direct() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let proxy = Proxy::start(&redis).await;
+    let input = b"AUTH app app-secret-pw\r\nSET half 1\r\nINCR half\r\nGET half\r\n";
+    let tls = common::tls_connect(&redis.tls_connector(), redis.tls_port)
+        .await
+        .unwrap();
+    let direct = half_closed(tls, input).await;
+    assert_eq!(direct, b"+OK\r\n+OK\r\n:2\r\n$1\r\n2\r\n");
+    let through = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    assert_eq!(half_closed(through, input).await, direct);
+}
