@@ -185,6 +185,17 @@ impl ProxyProcess {
         extra: &[&str],
         env: &[(&str, String)],
     ) -> ProxyProcess {
+        ProxyProcess::start_to(emulator.addr.port(), redis, extra, env)
+    }
+
+    /// As `start`, with `localhost:<upstream>` as the upstream (a relay in
+    /// front of the emulator, say).
+    fn start_to(
+        upstream: u16,
+        redis: &RedisServer,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> ProxyProcess {
         let port = common::free_port();
         let admin_port = common::free_port();
         let home = tempfile::tempdir().expect("tempdir");
@@ -196,7 +207,7 @@ impl ProxyProcess {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-            .args(["--upstream", &format!("localhost:{}", emulator.addr.port())])
+            .args(["--upstream", &format!("localhost:{upstream}")])
             .arg("--tls-ca-file")
             .arg(&redis.certs.ca)
             .args(["--iam-user", IAM_USER, "--cache-name", CACHE])
@@ -568,6 +579,11 @@ struct FlakyEndpoint {
 
 impl FlakyEndpoint {
     async fn start(serve: Serve) -> FlakyEndpoint {
+        FlakyEndpoint::start_valid_for(serve, 3600).await
+    }
+
+    /// Good credentials live `validity` seconds.
+    async fn start_valid_for(serve: Serve, validity: i64) -> FlakyEndpoint {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let serve = Arc::new(Mutex::new(serve));
@@ -595,9 +611,9 @@ impl FlakyEndpoint {
                         Serve::Down => return,
                         Serve::Slow(d) => {
                             tokio::time::sleep(d).await;
-                            json(expires(3600))
+                            json(expires(validity))
                         }
-                        Serve::Good => json(expires(3600)),
+                        Serve::Good => json(expires(validity)),
                         Serve::Garbage => "<html>upstream connect error</html>".to_string(),
                         Serve::Expired => json(expires(-3600)),
                     };
@@ -709,4 +725,128 @@ async fn credentials_endpoint_garbage_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_already_expired_are_refused_with_the_reason_then_recovers() {
     credentials_endpoint_fault(Serve::Expired, "expired at").await;
+}
+
+/// Issue 12's secrets check: the faults of the matrix that touch identity
+/// (throttling with the password fallback, re-authentication and a
+/// subscriber's migration past a short session age, credentials that
+/// expire, come back garbled and recover, a reset during AUTH, a
+/// black-holed upstream) run through the real binary at `--log-level trace`
+/// with JSON logs. No log line, no metric and no reply a client saw holds
+/// the password, the AWS secret, the session token, a client's own AUTH
+/// password or any part of a signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_any_log_line_metric_or_client_reply_under_faults() {
+    let opts = EmulatorOptions {
+        credentials: vec![AwsCreds {
+            access_key_id: FLAKY_AKID.into(),
+            secret_access_key: FLAKY_SECRET.into(),
+            session_token: Some(FLAKY_SESSION.into()),
+            expires_at: None,
+        }],
+        iam_auth_rate: 3,
+        max_session_age: "3s".into(),
+        ..EmulatorOptions::default()
+    };
+    let (redis, emulator) = setup(&opts);
+    // Short-lived credentials: the refresher fetches again every few seconds.
+    let endpoint = FlakyEndpoint::start_valid_for(Serve::Good, 10).await;
+    let relay = common::FaultRelay::start(emulator.addr).await;
+    let env = [
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{}/v2/credentials", endpoint.addr),
+        ),
+        ("AWS_REGION", REGION.to_string()),
+        ("CACHE_PASSWORD", "app-secret-pw".to_string()),
+    ];
+    let extra = [
+        "--log-level",
+        "trace",
+        "--log-format",
+        "json",
+        "--password-user",
+        "app",
+        "--password-env",
+        "CACHE_PASSWORD",
+        "--max-session-age",
+        "3s",
+        "--reauth-after",
+        "1s",
+        "--connect-timeout",
+        "1s",
+    ];
+    let proxy = ProxyProcess::start_to(relay.addr.port(), &redis, &extra, &env);
+    let mut seen = Vec::new();
+
+    // A legacy client's own password, answered by the proxy.
+    let mut c = Resp::connect(proxy.addr).await;
+    seen.push(text(&c.cmd(&[b"AUTH", b"client-own-secret-pw"]).await));
+    seen.push(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await));
+    // Past the session age: re-authentication in place, and a RESP2
+    // subscriber moved to a fresh connection.
+    let mut sub = Resp::connect(proxy.addr).await;
+    seen.push(text(&sub.cmd(&[b"SUBSCRIBE", b"secrets:ch"]).await));
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        seen.push(text(&c.cmd(&[b"PING"]).await));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A burst the emulator throttles: the rest fall back to the password.
+    let burst: Vec<_> = (0..20).map(|_| tokio::spawn(whoami(proxy.addr))).collect();
+    for b in burst {
+        seen.push(b.await.unwrap());
+    }
+    // Credentials expired, then garbled, then good again.
+    for serve in [Serve::Expired, Serve::Garbage] {
+        endpoint.set(serve);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        seen.push(whoami(proxy.addr).await);
+    }
+    endpoint.set(Serve::Good);
+    // A reset during the AUTH (the proxy's second TLS record), then a
+    // black hole: each a client error.
+    relay.set(common::Fault::ResetOnClientRecord(2));
+    seen.push(whoami(proxy.addr).await);
+    relay.set(common::Fault::BlackHole);
+    seen.push(whoami(proxy.addr).await);
+    relay.set(common::Fault::Pass);
+    seen.push(whoami(proxy.addr).await);
+    let metrics = http_get(proxy.admin, "/metrics").await.1;
+    drop((c, sub));
+    let log = proxy.stderr();
+
+    // Each fault happened (or this test would prove nothing).
+    for (what, evidence) in [
+        ("throttling", "throttled"),
+        ("a re-authentication", "\"reauth\":true"),
+        ("a migration", "session moved to a fresh authenticated connection"),
+        ("a failed refresh", "IAM token refresh failed"),
+        ("expired credentials", "expired at"),
+        ("a reset", "cannot open upstream connection"),
+    ] {
+        assert!(
+            log.contains(evidence),
+            "no {what} ({evidence:?}) in the log"
+        );
+    }
+    assert!(log.lines().all(|l| l.starts_with('{')), "not all JSON");
+    let replies = seen.join("\n");
+    for secret in [
+        "app-secret-pw",
+        "client-own-secret-pw",
+        FLAKY_SECRET,
+        FLAKY_SESSION,
+        "X-Amz-Signature",
+        "X-Amz-Security-Token",
+        "X-Amz-Credential",
+    ] {
+        for (name, text) in [
+            ("log", &log),
+            ("metrics", &metrics),
+            ("client replies", &replies),
+        ] {
+            assert!(!text.contains(secret), "{secret} in the {name}");
+        }
+    }
 }
