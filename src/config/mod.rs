@@ -68,6 +68,11 @@ macro_rules! settings {
             pub fn or(self, lower: Args) -> Args {
                 Args { $( $name: self.$name.or(lower.$name), )* }
             }
+
+            /// This layer with only the settings whose key `keep` accepts.
+            pub fn retain(self, keep: impl Fn(&str) -> bool) -> Args {
+                Args { $( $name: self.$name.filter(|_| keep(kebab!(stringify!($name)))), )* }
+            }
         }
     };
 }
@@ -224,6 +229,13 @@ pub enum Error {
     /// A value is out of range or not allowed where it was given.
     #[error("{setting}: {message}")]
     Invalid { setting: Setting, message: String },
+    /// A `[[route]]` of the config file is wrong; `message` names the key.
+    #[error("config file {}, route `{name}`: {message}", path.display())]
+    Route {
+        path: PathBuf,
+        name: String,
+        message: String,
+    },
 }
 
 /// Typed, validated configuration.
@@ -259,9 +271,52 @@ pub struct Config {
     pub cluster: Option<Cluster>,
     /// A level ("info") or an EnvFilter directive.
     pub log_level: String,
-    /// Non-fatal notes to log once logging is set up.
+    /// Non-fatal notes to log once logging is set up (every route's, each
+    /// prefixed with its route).
     pub warnings: Vec<String>,
+    /// This route's name, the `route` label of its metrics and audit lines:
+    /// `None` when the file has no `[[route]]` (one unlabelled route, the
+    /// output exactly as before routes existed), else [`DEFAULT_ROUTE`] for
+    /// the top-level settings and the table's `name` for each route.
+    pub route: Option<String>,
+    /// The config file's `[[route]]` tables, each resolved into a whole
+    /// configuration (its `route` set, its own `routes` empty). Empty
+    /// without routes.
+    pub routes: Vec<Config>,
 }
+
+/// The name (and `route` label) of the route the top-level settings and
+/// the flags describe, once the file has `[[route]]` tables.
+pub const DEFAULT_ROUTE: &str = "default";
+
+/// The keys a `[[route]]` table may set: where it listens, its upstream and
+/// TLS, and its identity, so one process can front several caches as
+/// several users. Everything else (limits, timeouts, the client password,
+/// logging, admin) belongs to the process and is set once at the top level;
+/// each route takes those, and never the default route's upstream or
+/// identity.
+pub const ROUTE_KEYS: &[&str] = &[
+    "listen",
+    "unix-socket",
+    "unix-socket-mode",
+    "upstream",
+    "tls-ca-file",
+    "tls-server-name",
+    "tls-client-cert",
+    "tls-client-key",
+    "no-tls",
+    "auth",
+    "iam-user",
+    "cache-name",
+    "region",
+    "serverless",
+    "service",
+    "cluster",
+    "cluster-ports",
+    "password-user",
+    "password-env",
+    "password-file",
+];
 
 /// Cluster mode settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,13 +385,77 @@ pub enum PasswordSource {
 
 impl Config {
     /// flags > env > file > defaults. `env` is a lookup like `|k| std::env::var(k).ok()`.
+    ///
+    /// The flags, the environment and the file's top-level keys describe the
+    /// default route; each `[[route]]` table is its own keys over the
+    /// top level's shared settings (those outside [`ROUTE_KEYS`]).
     pub fn load(flags: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let upper = flags.or(Args::from_env(env)?);
-        let file = match &upper.config {
+        let (file, routes) = match &upper.config {
             Some(path) => read_file(path)?,
-            None => Args::default(),
+            None => (Args::default(), Vec::new()),
         };
-        resolve(upper.or(file), env)
+        let merged = upper.or(file);
+        let shared = merged
+            .clone()
+            .retain(|key| key != "config" && !ROUTE_KEYS.contains(&key));
+        let mut cfg = resolve(merged, env)?;
+        if routes.is_empty() {
+            return Ok(cfg);
+        }
+        cfg.route = Some(DEFAULT_ROUTE.into());
+        for table in routes {
+            let route_error = |message: String| Error::Route {
+                path: table.path.clone(),
+                name: table.name.clone(),
+                message,
+            };
+            let mut route = resolve(table.args.clone().or(shared.clone()), env)
+                .map_err(|e| route_error(e.to_string()))?;
+            let clash = std::iter::once(&cfg)
+                .chain(&cfg.routes)
+                .find_map(|other| clash(&route, other));
+            if let Some(message) = clash {
+                return Err(route_error(message));
+            }
+            let name = &table.name;
+            cfg.warnings.extend(
+                route
+                    .warnings
+                    .drain(..)
+                    .map(|w| format!("route `{name}`: {w}")),
+            );
+            route.route = Some(table.name);
+            cfg.routes.push(route);
+        }
+        Ok(cfg)
+    }
+
+    /// This route and its `[[route]]`s, the default first.
+    pub fn all_routes(&self) -> impl Iterator<Item = &Config> {
+        std::iter::once(self).chain(&self.routes)
+    }
+}
+
+/// Why `route` cannot run beside `other`: the same listen address (port 0
+/// aside: each bind picks its own) or Unix socket. `None` when they can.
+fn clash(route: &Config, other: &Config) -> Option<String> {
+    let whose = match other.route.as_deref() {
+        Some(DEFAULT_ROUTE) | None => "the default route's".to_string(),
+        Some(name) => format!("route `{name}`'s"),
+    };
+    if route.listen == other.listen && route.listen.port() != 0 {
+        return Some(format!(
+            "listen {} is also {whose} listen; give each route its own address",
+            route.listen
+        ));
+    }
+    match (&route.unix_socket, &other.unix_socket) {
+        (Some(a), Some(b)) if a == b => Some(format!(
+            "unix-socket {} is also {whose} unix-socket; give each route its own",
+            a.display()
+        )),
+        _ => None,
     }
 }
 
@@ -346,15 +465,36 @@ pub fn log_colour(stderr_is_terminal: bool, env: &dyn Fn(&str) -> Option<String>
     stderr_is_terminal && env("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// Parses the config file into one layer; `config` itself is not allowed inside it.
-fn read_file(path: &Path) -> Result<Args, Error> {
+/// One `[[route]]` table of the config file, its keys checked.
+#[derive(Debug, Clone)]
+struct RouteTable {
+    /// The file, for errors.
+    path: PathBuf,
+    name: String,
+    /// Only keys of [`ROUTE_KEYS`].
+    args: Args,
+}
+
+/// Parses the config file into the top-level layer and its `[[route]]`
+/// tables; `config` itself is not allowed inside it.
+fn read_file(path: &Path) -> Result<(Args, Vec<RouteTable>), Error> {
     let setting = Setting("config");
     let text = fs::read_to_string(path).map_err(|error| Error::Read {
         setting,
         path: path.into(),
         error,
     })?;
-    let args: Args = toml::from_str(&text).map_err(|e| file_error(path, &text, &e))?;
+    let (args, routes) = match toml::from_str::<Args>(&text) {
+        Ok(args) => (args, Vec::new()),
+        // The file is exactly as before routes existed unless it has them.
+        Err(e) => match toml::from_str::<toml::Table>(&text) {
+            Ok(mut table) if table.contains_key("route") => {
+                let routes = table.remove("route");
+                (top_level(path, &text, &table)?, route_tables(path, routes)?)
+            }
+            _ => return Err(file_error(path, &text, &e)),
+        },
+    };
     if args.config.is_some() {
         let message = format!(
             "not allowed inside the config file {}; remove the key",
@@ -362,7 +502,131 @@ fn read_file(path: &Path) -> Result<Args, Error> {
         );
         return Err(Error::Invalid { setting, message });
     }
-    Ok(args)
+    Ok((args, routes))
+}
+
+/// The top-level keys of a file with `[[route]]` tables. They stand before
+/// the first table header (TOML puts every key after one into that table),
+/// so that part of the text is parsed as a file of its own and its errors
+/// keep their lines. `table` is the whole file without `route`.
+fn top_level(path: &Path, text: &str, table: &toml::Table) -> Result<Args, Error> {
+    if let Some(other) = table.keys().find(|k| !Args::KEYS.contains(&k.as_str())) {
+        let message = format!(
+            "the file has no tables such as `[{other}]` besides `[[route]]`; write each setting as a top-level `key = value` line, keys are the flag names without `--`"
+        );
+        return Err(Error::File {
+            path: path.into(),
+            message,
+        });
+    }
+    let header = |i: &usize| text[*i..].trim_start().starts_with('[');
+    let Some(end) = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .find(header)
+    else {
+        let message = "write each route as a `[[route]]` table after the top-level keys".into();
+        return Err(Error::File {
+            path: path.into(),
+            message,
+        });
+    };
+    let top = &text[..end];
+    toml::from_str(top).map_err(|e| file_error(path, top, &e))
+}
+
+/// Checks each `[[route]]` table: a unique `name`, its own `listen`, and
+/// only [`ROUTE_KEYS`]. Values are checked when the route is resolved.
+fn route_tables(path: &Path, routes: Option<toml::Value>) -> Result<Vec<RouteTable>, Error> {
+    let file_error = |message: String| Error::File {
+        path: path.into(),
+        message,
+    };
+    let Some(toml::Value::Array(routes)) = routes else {
+        return Err(file_error(
+            "`route` must be `[[route]]` tables, one a route".into(),
+        ));
+    };
+    let mut tables: Vec<RouteTable> = Vec::new();
+    for (i, route) in routes.into_iter().enumerate() {
+        let toml::Value::Table(mut table) = route else {
+            return Err(file_error(
+                "`route` must be `[[route]]` tables, one a route".into(),
+            ));
+        };
+        let name = match table.remove("name") {
+            Some(toml::Value::String(name)) if valid_route_name(&name) => name,
+            Some(_) => {
+                return Err(file_error(format!(
+                    "the `name` of route {} must be a quoted word of letters, digits, `-` and `_`, such as name = \"reader\"",
+                    i + 1
+                )))
+            }
+            None => {
+                return Err(file_error(format!(
+                    "route {} has no `name`; give each route one, such as name = \"reader\" (it labels its metrics and logs)",
+                    i + 1
+                )))
+            }
+        };
+        let route_error = |message: String| Error::Route {
+            path: path.into(),
+            name: name.clone(),
+            message,
+        };
+        if name == DEFAULT_ROUTE || tables.iter().any(|t| t.name == name) {
+            let whose = if name == DEFAULT_ROUTE {
+                "the top-level settings'"
+            } else {
+                "another route's"
+            };
+            return Err(route_error(format!(
+                "the name is {whose} too; give each route its own"
+            )));
+        }
+        for key in table.keys() {
+            if !Args::KEYS.contains(&key.as_str()) {
+                return Err(route_error(format!(
+                    "key `{key}`: no such setting; keys are the flag names without `--`"
+                )));
+            }
+            if !ROUTE_KEYS.contains(&key.as_str()) {
+                return Err(route_error(format!(
+                    "key `{key}` is shared by every route; set it once at the top level, before the first [[route]] (a route sets only {})",
+                    ROUTE_KEYS.join(", ")
+                )));
+            }
+        }
+        if !table.contains_key("listen") {
+            return Err(route_error(
+                "set `listen`: each route serves its own address, such as listen = \"127.0.0.1:6380\"".into(),
+            ));
+        }
+        // A table converted whole has no lines to point at, so a bad value
+        // is found by converting its key alone.
+        let args: Args = table.clone().try_into().map_err(|e: toml::de::Error| {
+            let bad = table.iter().find_map(|(key, value)| {
+                let one = toml::Table::from_iter([(key.clone(), value.clone())]);
+                let e = one.try_into::<Args>().err()?;
+                Some(format!("key `{key}`: {}", e.message().trim()))
+            });
+            route_error(bad.unwrap_or_else(|| e.message().trim().to_string()))
+        })?;
+        tables.push(RouteTable {
+            path: path.into(),
+            name,
+            args,
+        });
+    }
+    Ok(tables)
+}
+
+/// A route name is a Prometheus label value and a log field: kept to a word.
+fn valid_route_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The TOML type a setting's value is written as.
@@ -555,6 +819,8 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
         cluster: cluster(&a)?,
         log_level: a.log_level.map_or_else(|| "info".into(), |l| l.0),
         warnings,
+        route: None,
+        routes: Vec::new(),
     })
 }
 

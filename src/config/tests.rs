@@ -494,3 +494,134 @@ fn banner_says_mode_identity_upstream_listeners_and_admin() {
     assert!(banner.iter().all(|(t, _)| *t != "credentials"));
     assert!(banner[2].1.contains("PLAINTEXT"), "{banner:?}");
 }
+
+/// Two routes in one file: the top level (and the flags) describe the default
+/// route, each `[[route]]` its own upstream and identity over the top level's
+/// shared settings.
+#[test]
+fn routes_take_their_own_upstream_and_identity_and_the_shared_settings() {
+    let file = r#"
+upstream = "primary.example.com:6379"
+password-user = "app"
+password-env = "PW"
+max-connections = 7
+idle-timeout = "1m"
+
+[[route]]
+name = "reader"
+listen = "127.0.0.1:6380"
+upstream = "reader.example.com:6380"
+iam-user = "reader-iam"
+cache-name = "Orders"
+serverless = true
+"#;
+    let cfg = load(
+        "--config {dir}/config.toml --listen 127.0.0.1:7000",
+        &[],
+        Some(file),
+    )
+    .unwrap();
+    assert_eq!(cfg.route.as_deref(), Some(DEFAULT_ROUTE));
+    assert_eq!(cfg.listen.to_string(), "127.0.0.1:7000");
+    assert_eq!(cfg.upstream.host, "primary.example.com");
+    assert_eq!(cfg.routes.len(), 1);
+    let reader = &cfg.routes[0];
+    assert_eq!(reader.route.as_deref(), Some("reader"));
+    assert!(reader.routes.is_empty());
+    assert_eq!(reader.listen.to_string(), "127.0.0.1:6380");
+    assert_eq!(reader.upstream.host, "reader.example.com");
+    // Its own identity only: IAM, never the default route's password user.
+    assert_eq!(reader.auth.mode, AuthMode::Iam);
+    assert!(reader.auth.password.is_none());
+    let iam = reader.auth.iam.as_ref().unwrap();
+    assert_eq!(
+        (iam.user.as_str(), iam.cache_name.as_str()),
+        ("reader-iam", "orders")
+    );
+    assert!(iam.serverless);
+    // The TLS server name follows its own upstream.
+    assert_eq!(
+        reader.tls.as_ref().unwrap().server_name,
+        "reader.example.com"
+    );
+    // Shared settings come from the top level.
+    assert_eq!(
+        (reader.max_connections, reader.idle_timeout.as_secs()),
+        (7, 60)
+    );
+    assert_eq!(reader.admin_listen, cfg.admin_listen);
+    let names: Vec<_> = cfg.all_routes().map(|c| c.route.as_deref()).collect();
+    assert_eq!(names, [Some("default"), Some("reader")]);
+
+    // Without [[route]] nothing is labelled.
+    let cfg = load(
+        "--config {dir}/config.toml",
+        &[],
+        Some("upstream = \"h:1\"\npassword-env = \"PW\""),
+    )
+    .unwrap();
+    assert_eq!((cfg.route, cfg.routes.len()), (None, 0));
+}
+
+#[test]
+fn route_errors_name_the_route_and_the_key() {
+    let with_file = "--config {dir}/config.toml";
+    let top = "upstream = \"h:1\"\npassword-env = \"PW\"\nlisten = \"127.0.0.1:6379\"\n";
+    let route = |name: &str, listen: &str| {
+        format!("\n[[route]]\nname = \"{name}\"\nlisten = \"{listen}\"\nupstream = \"r:1\"\npassword-env = \"PW\"\n")
+    };
+    #[rustfmt::skip]
+    let cases: Vec<(String, &[&str])> = vec![
+        (route("reader", "127.0.0.1:6379"), &["route `reader`", "listen 127.0.0.1:6379 is also the default route's listen"]),
+        (route("a", "127.0.0.1:6380") + &route("b", "127.0.0.1:6380"), &["route `b`", "listen 127.0.0.1:6380 is also route `a`'s listen"]),
+        (route("a", "127.0.0.1:6380") + &route("a", "127.0.0.1:6381"), &["route `a`", "another route's"]),
+        (route("default", "127.0.0.1:6380"), &["route `default`", "top-level"]),
+        (route("reader", "127.0.0.1:6380") + "max-connections = 5\n", &["route `reader`", "key `max-connections` is shared by every route", "top level"]),
+        (route("reader", "127.0.0.1:6380") + "colour = \"blue\"\n", &["route `reader`", "key `colour`: no such setting"]),
+        (route("reader", "127.0.0.1:6380") + "config = \"x.toml\"\n", &["route `reader`", "key `config` is shared"]),
+        ("\n[[route]]\nname = \"reader\"\nupstream = \"r:1\"\npassword-env = \"PW\"\n".into(), &["route `reader`", "set `listen`"]),
+        ("\n[[route]]\nlisten = \"127.0.0.1:6380\"\n".into(), &["route 1 has no `name`"]),
+        (route("read er", "127.0.0.1:6380"), &["`name` of route 1"]),
+        // The route's own settings are resolved like the top level's, and
+        // never borrow the default route's upstream or password.
+        ("\n[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:6380\"\npassword-env = \"PW\"\n".into(), &["route `reader`", "`upstream`", "is required"]),
+        ("\n[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:6380\"\nupstream = \"r:1\"\n".into(), &["route `reader`", "--password-env"]),
+        ("\n[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:6380\"\nupstream = \"r:1\"\npassword-env = \"NOPE\"\n".into(), &["route `reader`", "NOPE"]),
+        (route("reader", "nowhere"), &["route `reader`", "listen"]),
+        ("\n[tls]\nca-file = \"x\"\n".to_string() + &route("reader", "127.0.0.1:6380"), &["no tables such as `[tls]`"]),
+    ];
+    for (routes, wants) in &cases {
+        let file = format!("{top}{routes}");
+        let err = load(with_file, &[], Some(&file))
+            .expect_err(&file)
+            .to_string();
+        for want in *wants {
+            assert!(err.contains(want), "{file}: {err:?} lacks {want:?}");
+        }
+        assert!(!err.contains(PASSWORD), "{err}");
+    }
+    // Top-level errors of a file with routes keep their line.
+    let file = format!(
+        "listen = 127.0.0.1:7000\n{}",
+        route("reader", "127.0.0.1:6380")
+    );
+    let err = load(with_file, &[], Some(&file)).unwrap_err().to_string();
+    assert!(
+        err.contains("line 1: the value of `listen` must be quoted"),
+        "{err}"
+    );
+    // Port 0 is a fresh port for each bind, so it may repeat.
+    let file = format!(
+        "{}{}",
+        top.replace("6379", "0"),
+        route("reader", "127.0.0.1:0")
+    );
+    assert_eq!(load(with_file, &[], Some(&file)).unwrap().routes.len(), 1);
+}
+
+#[test]
+fn route_keys_are_settings() {
+    for key in ROUTE_KEYS {
+        assert!(Args::KEYS.contains(key), "{key}");
+    }
+}
