@@ -36,7 +36,7 @@ use tokio::{
 };
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 
 /// Content type of the Prometheus text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -247,6 +247,61 @@ impl Health {
     }
 }
 
+/// What `/startup` and `/readiness` answer from: one route's [`Health`],
+/// or every route's when the proxy serves several.
+trait Probed {
+    /// Why `/startup` is not 200 yet; `None` once started.
+    fn startup_reason(&self) -> Option<Cow<'static, str>>;
+    /// Why `/readiness` is not 200; `None` when ready.
+    fn not_ready_reason(&self) -> Option<Cow<'static, str>>;
+}
+
+impl Probed for Health {
+    fn startup_reason(&self) -> Option<Cow<'static, str>> {
+        Health::startup_reason(self)
+    }
+    fn not_ready_reason(&self) -> Option<Cow<'static, str>> {
+        Health::not_ready_reason(self)
+    }
+}
+
+/// One route as the admin endpoints see it: its health and its metrics.
+#[derive(Clone)]
+pub struct Served {
+    /// The route's name; `None` when it is the only one.
+    pub route: Option<String>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Every route: started (ready) only when each is, and the reason names
+/// each route that is not.
+impl Probed for [Served] {
+    fn startup_reason(&self) -> Option<Cow<'static, str>> {
+        every_route(self, Health::startup_reason)
+    }
+    fn not_ready_reason(&self) -> Option<Cow<'static, str>> {
+        every_route(self, Health::not_ready_reason)
+    }
+}
+
+fn every_route(
+    all: &[Served],
+    reason: fn(&Health) -> Option<Cow<'static, str>>,
+) -> Option<Cow<'static, str>> {
+    if let [one] = all {
+        return reason(&one.health);
+    }
+    let not: Vec<String> = all
+        .iter()
+        .filter_map(|s| {
+            let name = s.route.as_deref().unwrap_or("default");
+            Some(format!("route `{name}`: {}", reason(&s.health)?))
+        })
+        .collect();
+    (!not.is_empty()).then(|| not.join("; ").into())
+}
+
 /// What the handler does beyond sending the routed status and body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
@@ -292,7 +347,12 @@ impl Route {
 /// Decides the response to `method path` from a peer, given the health.
 /// Pure, so the whole table is unit-tested; the handler only does I/O.
 /// HEAD is routed like GET (hyper sends the headers without the body).
-fn route(method: &Method, path: &str, peer_is_loopback: bool, health: &Health) -> Route {
+fn route<H: Probed + ?Sized>(
+    method: &Method,
+    path: &str,
+    peer_is_loopback: bool,
+    health: &H,
+) -> Route {
     const GET_HEAD: &str = "GET, HEAD";
     let get = *method == Method::GET || *method == Method::HEAD;
     let ok = |body: &'static str| Route::new(StatusCode::OK, body, Action::None);
@@ -396,17 +456,30 @@ impl Admin {
         quit: Arc<Notify>,
         shutdown: impl Future<Output = ()>,
     ) {
+        let served = Served {
+            route: None,
+            health,
+            metrics,
+        };
+        self.run_routes(vec![served], quit, shutdown).await
+    }
+
+    /// Like [`Admin::run`] for a proxy serving several routes: `/metrics`
+    /// renders every route's metrics, `/startup` and `/readiness` are 200
+    /// only when every route is started (ready).
+    pub async fn run_routes(
+        self,
+        served: Vec<Served>,
+        quit: Arc<Notify>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let Admin {
             listener,
             local_addr,
             limits,
         } = self;
         info!(listen = %local_addr, "admin server ready");
-        let state = Arc::new(State {
-            health,
-            metrics,
-            quit,
-        });
+        let state = Arc::new(State { served, quit });
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         // Flipped once at shutdown; every connection task watches it.
         let (closing_tx, closing_rx) = watch::channel(false);
@@ -461,8 +534,7 @@ impl Admin {
 
 /// What request handlers share.
 struct State {
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
+    served: Vec<Served>,
     quit: Arc<Notify>,
 }
 
@@ -524,11 +596,16 @@ fn respond(
     if path == "/startup" || path == "/readiness" {
         // The answer is what is known now; a probe, if one is due, runs
         // on its own and updates it for the next request.
-        state.health.want_probe();
+        for served in &state.served {
+            served.health.want_probe();
+        }
     }
-    let route = route(req.method(), path, peer_is_loopback, &state.health);
+    let route = route(req.method(), path, peer_is_loopback, &*state.served);
     let (body, content_type) = match route.action {
-        Action::Metrics => (Bytes::from(state.metrics.render()), METRICS_CONTENT_TYPE),
+        Action::Metrics => {
+            let all = state.served.iter().map(|s| &*s.metrics);
+            (Bytes::from(metrics::render_all(all)), METRICS_CONTENT_TYPE)
+        }
         Action::Quit => {
             info!("shutdown requested through /quitquitquit");
             state.quit.notify_one();
@@ -731,6 +808,45 @@ mod tests {
             let got = route(method, path, loopback, h);
             assert_eq!(got, want, "{method} {path} loopback={loopback}");
         }
+    }
+
+    #[test]
+    fn several_routes_are_started_and_ready_only_when_each_is() {
+        let served = |name: &str, h: Health| Served {
+            route: Some(name.into()),
+            health: Arc::new(h),
+            metrics: Arc::new(Metrics::for_route(Some(name))),
+        };
+        let get = Method::GET;
+        let answer = |all: &[Served], path: &str| {
+            let r = route(&get, path, true, all);
+            (r.status.as_u16(), r.body.into_owned())
+        };
+        let up = || health(true, false, 0, 0);
+        let both = [served("default", up()), served("reader", up())];
+        assert_eq!(answer(&both, "/startup"), (200, "ok".into()));
+        assert_eq!(answer(&both, "/readiness"), (200, "ok".into()));
+        // The body names the routes that are not, and only those.
+        let one_down = [
+            served("default", up()),
+            served("reader", health(false, false, 0, 0)),
+        ];
+        assert_eq!(
+            answer(&one_down, "/startup"),
+            (503, "route `reader`: starting".into())
+        );
+        let full = [
+            served("default", health(true, false, 1, 1)),
+            served("reader", health(true, true, 0, 0)),
+        ];
+        assert_eq!(answer(&full, "/startup"), (200, "ok".into()));
+        assert_eq!(
+            answer(&full, "/readiness"),
+            (
+                503,
+                "route `default`: at max connections; route `reader`: draining".into()
+            )
+        );
     }
 
     #[test]

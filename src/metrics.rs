@@ -3,8 +3,8 @@
 //! (method, outcome, reason, kind, direction), never user input.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    proto::MetricFamily, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric name starts with this.
@@ -105,8 +105,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Unlabelled: the metrics of a proxy with one route.
     pub fn new() -> Metrics {
-        let registry = Registry::new();
+        Metrics::for_route(None)
+    }
+
+    /// With a `route` label on every series when `route` is named (a
+    /// process serving several routes has one `Metrics` for each).
+    pub fn for_route(route: Option<&str>) -> Metrics {
+        let labels = route.map(|r| [("route".to_string(), r.to_string())].into());
+        let registry = Registry::new_custom(None, labels).expect("`route` is a valid label name");
         let name = |n: &str| format!("{PREFIX}_{n}");
         macro_rules! reg {
             ($m:expr) => {{
@@ -319,13 +327,30 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        // Encoding metric families into a Vec cannot fail.
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding into memory");
-        String::from_utf8(out).unwrap_or_default()
+        render_all([self])
     }
+}
+
+/// The Prometheus text exposition of several routes' metrics: a family
+/// several routes have is written once (one HELP and TYPE), holding every
+/// route's series, as the format requires.
+pub fn render_all<'a>(all: impl IntoIterator<Item = &'a Metrics>) -> String {
+    let mut families: Vec<MetricFamily> = Vec::new();
+    for metrics in all {
+        for mut family in metrics.registry.gather() {
+            match families.iter_mut().find(|f| f.name() == family.name()) {
+                Some(merged) => merged.mut_metric().extend(family.take_metric()),
+                None => families.push(family),
+            }
+        }
+    }
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut out = Vec::new();
+    // Encoding metric families into a Vec cannot fail.
+    TextEncoder::new()
+        .encode(&families, &mut out)
+        .expect("text encoding into memory");
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl Default for Metrics {
@@ -356,6 +381,37 @@ mod tests {
         );
         assert!(text
             .contains("# TYPE elasticache_auth_proxy_upstream_connect_duration_seconds histogram"));
+        assert!(!text.contains("route="), "{text}");
+    }
+
+    #[test]
+    fn several_routes_render_one_family_with_each_routes_series() {
+        let (primary, reader) = (
+            Metrics::for_route(Some("default")),
+            Metrics::for_route(Some("reader")),
+        );
+        primary.bytes.with_label_values(&["to_client"]).inc_by(3);
+        reader.bytes.with_label_values(&["to_client"]).inc_by(5);
+        // A family only the second route has is rendered too.
+        reader.iam_throttled.inc();
+        let text = render_all([&primary, &reader]);
+        for line in [
+            "elasticache_auth_proxy_bytes_total{direction=\"to_client\",route=\"default\"} 3",
+            "elasticache_auth_proxy_bytes_total{direction=\"to_client\",route=\"reader\"} 5",
+            "elasticache_auth_proxy_iam_authentication_throttled_total{route=\"reader\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        // One HELP and TYPE per family, as the exposition format requires.
+        for prefix in ["# HELP ", "# TYPE "] {
+            let mut names: Vec<_> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(prefix)?.split(' ').next())
+                .collect();
+            let all = names.len();
+            names.dedup();
+            assert_eq!(names.len(), all, "{text}");
+        }
     }
 
     #[test]
