@@ -7,7 +7,7 @@ use clap::Parser;
 use std::sync::Arc;
 
 use elasticache_auth_proxy::{
-    admin::Admin,
+    admin::{Admin, Served},
     auth,
     cli::{Cli, Command, Output, TokenArgs, VerifyArgs},
     config, server, verify,
@@ -49,8 +49,18 @@ fn main() -> ExitCode {
         &cfg,
         config::log_colour(std::io::stderr().is_terminal(), &env),
     );
-    for (topic, line) in cfg.banner() {
-        tracing::info!("{topic}: {line}");
+    for (i, route) in cfg.all_routes().enumerate() {
+        // The admin server is the process's: said once.
+        let banner = route
+            .banner()
+            .into_iter()
+            .filter(|(t, _)| i == 0 || *t != "admin");
+        for (topic, line) in banner {
+            match &route.route {
+                Some(name) => tracing::info!("route `{name}` {topic}: {line}"),
+                None => tracing::info!("{topic}: {line}"),
+            }
+        }
     }
     for warning in &cfg.warnings {
         tracing::warn!("{warning}");
@@ -58,47 +68,71 @@ fn main() -> ExitCode {
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };
-    runtime.block_on(async {
-        let server = match server::Server::bind(&cfg).await {
-            Ok(server) => server,
+    runtime.block_on(serve(&cfg))
+}
+
+/// Binds every route's server and the admin server, then serves until
+/// SIGTERM/SIGINT or POST /quitquitquit, which drain every route at once.
+async fn serve(cfg: &config::Config) -> ExitCode {
+    let mut servers = Vec::new();
+    for route in cfg.all_routes() {
+        let named = route
+            .route
+            .as_deref()
+            .map_or_else(String::new, |name| format!("route `{name}`: "));
+        match server::Server::bind(route).await {
+            Ok(server) => servers.push(server),
             Err(e) if e.is_config() => {
-                tracing::error!("cannot start: configuration error: {e}");
+                tracing::error!("cannot start: {named}configuration error: {e}");
                 return ExitCode::from(EXIT_USAGE);
             }
             Err(e) => {
-                tracing::error!("cannot start: {e}");
+                tracing::error!("cannot start: {named}{e}");
                 return ExitCode::FAILURE;
             }
-        };
-        let admin = match Admin::bind(cfg.admin_listen).await {
-            Ok(admin) => admin,
-            Err(e) => {
-                tracing::error!("cannot start: admin listener on {}: {e}", cfg.admin_listen);
-                return ExitCode::FAILURE;
-            }
-        };
+        }
+    }
+    let admin = match Admin::bind(cfg.admin_listen).await {
+        Ok(admin) => admin,
+        Err(e) => {
+            tracing::error!("cannot start: admin listener on {}: {e}", cfg.admin_listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = cfg
+        .all_routes()
+        .zip(&servers)
+        .map(|(route, server)| Served {
+            route: route.route.clone(),
+            health: server.health(),
+            metrics: server.metrics(),
+        })
+        .collect();
 
-        // POST /quitquitquit drains like SIGTERM.
-        let quit = Arc::new(Notify::new());
-        tokio::spawn(admin.run(
-            server.health(),
-            server.metrics(),
-            quit.clone(),
-            std::future::pending(),
+    // POST /quitquitquit drains like SIGTERM.
+    let quit = Arc::new(Notify::new());
+    tokio::spawn(admin.run_routes(served, quit.clone(), std::future::pending()));
+    // One signal (or request) drains every route.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = server::shutdown_signal() => {}
+            () = quit.notified() => tracing::info!("POST /quitquitquit received"),
+        }
+        let _ = stop.send(true);
+    });
+    let mut running = tokio::task::JoinSet::new();
+    for server in servers {
+        let mut stopped = stopped.clone();
+        running.spawn(server.run_until(
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+            server::shutdown_signal,
         ));
-        server
-            .run_until(
-                async move {
-                    tokio::select! {
-                        () = server::shutdown_signal() => {}
-                        () = quit.notified() => tracing::info!("POST /quitquitquit received"),
-                    }
-                },
-                server::shutdown_signal,
-            )
-            .await;
-        ExitCode::SUCCESS
-    })
+    }
+    while running.join_next().await.is_some() {}
+    ExitCode::SUCCESS
 }
 
 /// Builds a runtime, saying why on stderr when it cannot.

@@ -84,7 +84,8 @@ impl Server {
     /// Builds the upstream connector and the auth provider (the AWS SDK's
     /// default credential chain in IAM modes) and binds the listeners.
     pub async fn bind(cfg: &config::Config) -> Result<Server, StartError> {
-        let auth = auth::Provider::new(&cfg.auth, COLD_START, Arc::new(Metrics::new())).await?;
+        let metrics = Arc::new(Metrics::for_route(cfg.route.as_deref()));
+        let auth = auth::Provider::new(&cfg.auth, COLD_START, metrics).await?;
         Server::bind_with(cfg, auth).await
     }
 
@@ -122,6 +123,7 @@ impl Server {
             drain: drain_rx,
             health: health.clone(),
             cluster: topology,
+            route: cfg.route.clone(),
         });
         let tcp = TcpListener::bind(cfg.listen)
             .await
@@ -226,6 +228,7 @@ impl Server {
             listen = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             unix_socket = unix.as_ref().map(|(_, p)| p.display().to_string()),
             upstream = %ctx.connector.target(),
+            route = ctx.route.as_deref(),
             "elasticache-auth-proxy ready"
         );
         let mut sessions = JoinSet::new();
@@ -285,7 +288,7 @@ impl Server {
                 }
             };
             let id = ids.fetch_add(1, Ordering::Relaxed);
-            let span = info_span!("session", id, peer = %peer);
+            let span = info_span!("session", id, peer = %peer, route = ctx.route.as_deref());
             metrics.client_connections.inc();
             if health.at_capacity() {
                 metrics.client_connections_refused.inc();

@@ -72,6 +72,8 @@ pub struct Context {
     pub health: Arc<crate::admin::Health>,
     /// Cluster mode's node map; `None` for a single endpoint.
     pub cluster: Option<Arc<cluster::Topology>>,
+    /// The route's name for the audit log; `None` with only one route.
+    pub route: Option<String>,
 }
 
 /// Per-session bounds (invariant 7).

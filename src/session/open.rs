@@ -170,6 +170,7 @@ pub(super) fn record_attempt(
     match result {
         Ok(_) => info!(
             target: "auth",
+            route = ctx.route.as_deref(),
             conn = conn.id,
             client = %conn.peer,
             node = conn.node_name(),
@@ -184,6 +185,7 @@ pub(super) fn record_attempt(
         ),
         Err(e) => warn!(
             target: "auth",
+            route = ctx.route.as_deref(),
             conn = conn.id,
             client = %conn.peer,
             node = conn.node_name(),
