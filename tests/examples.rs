@@ -83,3 +83,29 @@ fn cluster_config_example_loads_in_cluster_mode() {
     assert!(cluster.ports.is_some());
     assert!(cfg.auth.iam.is_some(), "IAM is configured");
 }
+
+#[test]
+fn serverless_reader_example_loads_two_routes_to_the_two_endpoints() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/serverless-reader.example.toml"
+    );
+    let cfg = loads(
+        "serverless-reader.example.toml",
+        &[format!("--config={path}")],
+    );
+    let [reader] = &cfg.routes[..] else {
+        panic!("one [[route]]: {:?}", cfg.routes)
+    };
+    assert_eq!(cfg.route.as_deref(), Some("default"));
+    assert_eq!(reader.route.as_deref(), Some("reader"));
+    assert_eq!((cfg.listen.port(), reader.listen.port()), (6379, 6380));
+    assert_eq!((cfg.upstream.port, reader.upstream.port), (6379, 6380));
+    assert_eq!(cfg.upstream.host, reader.upstream.host);
+    for route in [&cfg, reader] {
+        let iam = route.auth.iam.as_ref().expect("IAM");
+        assert!(iam.serverless && route.cluster.is_some());
+        assert_eq!(iam.cache_name, "orders");
+    }
+    assert_eq!(reader.max_connections, 10000);
+}

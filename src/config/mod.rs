@@ -450,10 +450,19 @@ fn clash(route: &Config, other: &Config) -> Option<String> {
             route.listen
         ));
     }
-    match (&route.unix_socket, &other.unix_socket) {
-        (Some(a), Some(b)) if a == b => Some(format!(
-            "unix-socket {} is also {whose} unix-socket; give each route its own",
-            a.display()
+    if let (Some(a), Some(b)) = (&route.unix_socket, &other.unix_socket) {
+        if a == b {
+            return Some(format!(
+                "unix-socket {} is also {whose} unix-socket; give each route its own",
+                a.display()
+            ));
+        }
+    }
+    let ports = |c: &Config| c.cluster.as_ref().and_then(|c| c.ports);
+    match (ports(route), ports(other)) {
+        (Some(a), Some(b)) if a.first <= b.last && b.first <= a.last => Some(format!(
+            "cluster-ports {}-{} overlap {whose} cluster-ports {}-{}; give each route its own range",
+            a.first, a.last, b.first, b.last
         )),
         _ => None,
     }

@@ -587,7 +587,8 @@ fn route_errors_name_the_route_and_the_key() {
         ("\n[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:6380\"\npassword-env = \"PW\"\n".into(), &["route `reader`", "`upstream`", "is required"]),
         ("\n[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:6380\"\nupstream = \"r:1\"\n".into(), &["route `reader`", "--password-env"]),
         ("\n[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:6380\"\nupstream = \"r:1\"\npassword-env = \"NOPE\"\n".into(), &["route `reader`", "NOPE"]),
-        (route("reader", "nowhere"), &["route `reader`", "listen"]),
+        (route("reader", "nowhere"), &["route `reader`", "key `listen`"]),
+        (format!("cluster = true\ncluster-ports = \"7000-7009\"\n{}cluster = true\ncluster-ports = \"7009-7019\"\n", route("reader", "127.0.0.1:6380")), &["route `reader`", "cluster-ports 7009-7019 overlap the default route's cluster-ports 7000-7009"]),
         ("\n[tls]\nca-file = \"x\"\n".to_string() + &route("reader", "127.0.0.1:6380"), &["no tables such as `[tls]`"]),
     ];
     for (routes, wants) in &cases {
@@ -624,4 +625,24 @@ fn route_keys_are_settings() {
     for key in ROUTE_KEYS {
         assert!(Args::KEYS.contains(key), "{key}");
     }
+}
+
+/// The commented `[[route]]` block of the example (its `#   ` lines) is a
+/// route the real loader accepts.
+#[test]
+fn example_route_block_loads() {
+    let block: Vec<_> = EXAMPLE
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   "))
+        .collect();
+    assert_eq!(block.first(), Some(&"[[route]]"), "{block:?}");
+    let file = format!(
+        "upstream = \"h:1\"\npassword-env = \"PW\"\n{}",
+        block.join("\n")
+    );
+    let cfg = load("--config {dir}/config.toml", &[], Some(&file)).unwrap();
+    let reader = &cfg.routes[0];
+    assert_eq!(reader.route.as_deref(), Some("reader"));
+    assert!(reader.auth.iam.as_ref().is_some_and(|i| i.serverless));
+    assert_eq!(reader.auth.mode, AuthMode::Iam);
 }
