@@ -42,11 +42,9 @@ impl Drop for Proxy {
 }
 
 /// The config file: the top level is the default route, to `primary` as
-/// `app`; the `[[route]]` is `reader`, to `replica` as `reader`.
-fn config(dir: &Path, primary: &RedisServer, replica: &RedisServer, ports: [u16; 3]) -> String {
+/// `app`, and `route(port)` is the `[[route]]` listening on `port`.
+fn config(primary: &RedisServer, ports: [u16; 3], route: &dyn Fn(u16) -> String) -> String {
     let [listen, reader, admin] = ports;
-    let pw = dir.join("reader-pw");
-    std::fs::write(&pw, format!("{READER_PASSWORD}\n")).expect("write password file");
     format!(
         r#"listen = "127.0.0.1:{listen}"
 admin-listen = "127.0.0.1:{admin}"
@@ -56,34 +54,49 @@ password-user = "app"
 password-env = "APP_PW"
 drain-timeout = "2s"
 
-[[route]]
-name = "reader"
-listen = "127.0.0.1:{reader}"
-upstream = "localhost:{}"
-tls-ca-file = "{}"
-password-user = "reader"
-password-file = "{}"
-"#,
+{}"#,
         primary.tls_port,
         primary.certs.ca.display(),
-        replica.tls_port,
-        replica.certs.ca.display(),
-        pw.display()
+        route(reader)
     )
 }
 
+/// A `[[route]]` named `reader` to `replica` as the password user `reader`,
+/// its password from a file in `dir`.
+fn reader_route(dir: &Path, replica: &RedisServer) -> impl Fn(u16) -> String {
+    let pw = dir.join("reader-pw");
+    std::fs::write(&pw, format!("{READER_PASSWORD}\n")).expect("write password file");
+    let (port, ca) = (replica.tls_port, replica.certs.ca.clone());
+    move |listen| {
+        format!(
+            "[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:{listen}\"\n\
+             upstream = \"localhost:{port}\"\ntls-ca-file = \"{}\"\n\
+             password-user = \"reader\"\npassword-file = \"{}\"\n",
+            ca.display(),
+            pw.display()
+        )
+    }
+}
+
 /// Starts the binary on free ports until it binds them all (another test
-/// may take a port first) and both routes say they are ready.
-fn start(dir: &Path, primary: &RedisServer, replica: &RedisServer) -> Proxy {
+/// may take a port first) and both routes say they are ready. `env` is
+/// added to `APP_PW`.
+fn start(
+    dir: &Path,
+    primary: &RedisServer,
+    route: &dyn Fn(u16) -> String,
+    env: &[(&str, &str)],
+) -> Proxy {
     for _ in 0..5 {
         let ports = [(); 3].map(|_| common::free_port());
         let file = dir.join("proxy.toml");
-        std::fs::write(&file, config(dir, primary, replica, ports)).expect("write config");
+        std::fs::write(&file, config(primary, ports, route)).expect("write config");
         let log = dir.join("proxy.log");
         let stderr = std::fs::File::create(&log).expect("log file");
         let child = Command::new(BIN)
             .env_clear()
             .env("APP_PW", APP_PASSWORD)
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&file)
             .stdin(Stdio::null())
@@ -160,7 +173,12 @@ fn two_routes_in_one_file_reach_two_upstreams_each_as_its_own_user() {
         ..RedisOptions::default()
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut proxy = start(dir.path(), &primary, &replica);
+    let mut proxy = start(
+        dir.path(),
+        &primary,
+        &reader_route(dir.path(), &replica),
+        &[],
+    );
 
     let (mut app, mut reader) = (client(proxy.primary), client(proxy.reader));
     assert_eq!(whoami(&mut app), "app");
@@ -244,6 +262,53 @@ fn two_routes_in_one_file_reach_two_upstreams_each_as_its_own_user() {
     for addr in [proxy.primary, proxy.reader] {
         assert!(TcpStream::connect(addr).is_err(), "{addr} still accepts");
     }
+}
+
+/// A route signs its own IAM tokens beside a password route: the IAM route
+/// to the emulator (in front of a second redis) authenticates as the IAM
+/// user, the default route keeps its password user.
+#[test]
+fn an_iam_route_beside_a_password_route_signs_its_own_tokens() {
+    let primary = RedisServer::start(RedisOptions::default());
+    let backend = RedisServer::start(common::backend_options());
+    let emulator = common::Emulator::start(&backend, &common::EmulatorOptions::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, ca) = (emulator.addr.port(), backend.certs.ca.clone());
+    let iam_route = move |listen: u16| {
+        format!(
+            "[[route]]\nname = \"iam\"\nlisten = \"127.0.0.1:{listen}\"\n\
+             upstream = \"localhost:{port}\"\ntls-ca-file = \"{}\"\n\
+             iam-user = \"{}\"\ncache-name = \"{}\"\nregion = \"{}\"\n",
+            ca.display(),
+            common::IAM_USER,
+            common::CACHE,
+            common::REGION
+        )
+    };
+    // The AWS SDK's chain finds the emulator's credentials in the environment.
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", "AKIDTEST"),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-key"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let proxy = start(dir.path(), &primary, &iam_route, &aws);
+    assert_eq!(whoami(&mut client(proxy.primary)), "app");
+    assert_eq!(whoami(&mut client(proxy.reader)), common::IAM_USER);
+    assert!(emulator.stat("iam_auth_success_total") >= 1);
+    let (_, metrics) = get(proxy.admin, "/metrics");
+    for series in [
+        "elasticache_auth_proxy_auth_attempts_total{method=\"iam\",outcome=\"success\",route=\"iam\"} ",
+        "elasticache_auth_proxy_auth_attempts_total{method=\"password\",outcome=\"success\",route=\"default\"} ",
+    ] {
+        assert!(metrics.lines().any(|l| l.starts_with(series)), "{series} in:\n{metrics}");
+    }
+    // Only the IAM route signs tokens.
+    assert!(
+        metrics.contains(
+            "elasticache_auth_proxy_token_refreshes_total{outcome=\"success\",route=\"iam\"}"
+        ) && !metrics.contains("token_refreshes_total{outcome=\"success\",route=\"default\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]
