@@ -411,7 +411,7 @@ impl Config {
                 message,
             };
             let mut route = resolve(table.args.clone().or(shared.clone()), env)
-                .map_err(|e| route_error(e.to_string()))?;
+                .map_err(|e| route_error(as_route_keys(&e)))?;
             let clash = std::iter::once(&cfg)
                 .chain(&cfg.routes)
                 .find_map(|other| clash(&route, other));
@@ -435,6 +435,15 @@ impl Config {
     pub fn all_routes(&self) -> impl Iterator<Item = &Config> {
         std::iter::once(self).chain(&self.routes)
     }
+}
+
+/// `e`'s message with each setting named as a route's key: a flag or an
+/// environment variable sets the default route only, so naming them would
+/// point at a fix that does not fix the route.
+fn as_route_keys(e: &Error) -> String {
+    Args::KEYS.iter().fold(e.to_string(), |message, key| {
+        message.replace(&Setting(key).to_string(), &format!("key `{key}`"))
+    })
 }
 
 /// Why `route` cannot run beside `other`: the same listen address (port 0

@@ -584,8 +584,8 @@ fn route_errors_name_the_route_and_the_key() {
         (route("read er", "127.0.0.1:6380"), &["`name` of route 1"]),
         // The route's own settings are resolved like the top level's, and
         // never borrow the default route's upstream or password.
-        ("\n[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:6380\"\npassword-env = \"PW\"\n".into(), &["route `reader`", "`upstream`", "is required"]),
-        ("\n[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:6380\"\nupstream = \"r:1\"\n".into(), &["route `reader`", "--password-env"]),
+        ("\n[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:6380\"\npassword-env = \"PW\"\n".into(), &["route `reader`: key `upstream` is required"]),
+        ("\n[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:6380\"\nupstream = \"r:1\"\n".into(), &["route `reader`", "set one of key `password-env` or key `password-file`"]),
         ("\n[[route]]\nname = \"reader\"\nlisten = \"127.0.0.1:6380\"\nupstream = \"r:1\"\npassword-env = \"NOPE\"\n".into(), &["route `reader`", "NOPE"]),
         (route("reader", "nowhere"), &["route `reader`", "key `listen`"]),
         (format!("cluster = true\ncluster-ports = \"7000-7009\"\n{}cluster = true\ncluster-ports = \"7009-7019\"\n", route("reader", "127.0.0.1:6380")), &["route `reader`", "cluster-ports 7009-7019 overlap the default route's cluster-ports 7000-7009"]),
@@ -600,6 +600,8 @@ fn route_errors_name_the_route_and_the_key() {
             assert!(err.contains(want), "{file}: {err:?} lacks {want:?}");
         }
         assert!(!err.contains(PASSWORD), "{err}");
+        // A flag or variable sets only the default route: never the fix.
+        assert!(!err.contains(ENV_PREFIX) && !err.contains(" --"), "{err}");
     }
     // Top-level errors of a file with routes keep their line.
     let file = format!(
