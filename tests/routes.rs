@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -151,18 +151,31 @@ fn whoami(c: &mut redis::Connection) -> String {
 
 /// `GET path` on the admin server: (status, body).
 fn get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(admin).expect("connect admin");
-    s.set_read_timeout(Some(DEADLINE)).expect("read timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP head");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
-    (status.expect("status code"), body.to_string())
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(common::http_get(admin, path))
+}
+
+/// What `promtool check metrics` says of an exposition, or `None` without
+/// promtool (scripts/deps.sh installs it for CI).
+fn promtool_check(metrics: &str) -> Option<(bool, String)> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(metrics.as_bytes())
+        .expect("write to promtool");
+    drop(stdin);
+    let out = child.wait_with_output().expect("promtool output");
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    Some((out.status.success(), said.into_owned()))
 }
 
 #[test]
@@ -228,6 +241,10 @@ fn two_routes_in_one_file_reach_two_upstreams_each_as_its_own_user() {
     let mut unique = types.clone();
     unique.dedup();
     assert_eq!(types, unique, "{metrics}");
+    match promtool_check(&metrics) {
+        Some((ok, said)) => assert!(ok, "promtool check metrics: {said}\n{metrics}"),
+        None => assert!(std::env::var_os("CI").is_none(), "promtool missing in CI"),
+    }
 
     // The audit log says which route each AUTH was for, as which user.
     let log = proxy.log();
@@ -296,19 +313,30 @@ fn an_iam_route_beside_a_password_route_signs_its_own_tokens() {
     assert_eq!(whoami(&mut client(proxy.reader)), common::IAM_USER);
     assert!(emulator.stat("iam_auth_success_total") >= 1);
     let (_, metrics) = get(proxy.admin, "/metrics");
-    for series in [
-        "elasticache_auth_proxy_auth_attempts_total{method=\"iam\",outcome=\"success\",route=\"iam\"} ",
-        "elasticache_auth_proxy_auth_attempts_total{method=\"password\",outcome=\"success\",route=\"default\"} ",
-    ] {
-        assert!(metrics.lines().any(|l| l.starts_with(series)), "{series} in:\n{metrics}");
-    }
-    // Only the IAM route signs tokens.
-    assert!(
-        metrics.contains(
-            "elasticache_auth_proxy_token_refreshes_total{outcome=\"success\",route=\"iam\"}"
-        ) && !metrics.contains("token_refreshes_total{outcome=\"success\",route=\"default\"}"),
-        "{metrics}"
+    let value = |series: &str| -> f64 {
+        let series = format!("elasticache_auth_proxy_{series} ");
+        let line = metrics.lines().find_map(|l| l.strip_prefix(&series));
+        let value = line.and_then(|v| v.trim().parse().ok());
+        value.unwrap_or_else(|| panic!("{series} in:\n{metrics}"))
+    };
+    let attempts = |method: &str, route: &str| {
+        value(&format!(
+            "auth_attempts_total{{method=\"{method}\",outcome=\"success\",route=\"{route}\"}}"
+        ))
+    };
+    assert!(attempts("iam", "iam") >= 1.0 && attempts("password", "default") >= 1.0);
+    assert_eq!(
+        (attempts("iam", "default"), attempts("password", "iam")),
+        (0.0, 0.0)
     );
+    // Only the IAM route signs tokens.
+    let refreshes = |route: &str| {
+        value(&format!(
+            "token_refreshes_total{{outcome=\"success\",route=\"{route}\"}}"
+        ))
+    };
+    assert!(refreshes("iam") >= 1.0, "{metrics}");
+    assert_eq!(refreshes("default"), 0.0, "{metrics}");
 }
 
 #[test]
