@@ -1,5 +1,7 @@
 //! Owns configuration: flags, `ELASTICACHE_AUTH_PROXY_*` environment variables and a TOML file merged
-//! (flags > env > file > defaults) and validated into [`Config`]; it does not open sockets or log.
+//! (flags > env > file > defaults) and validated into [`Config`], plus the file's `[[route]]`
+//! tables, each resolved into a [`Config`] of its own in [`Config::routes`]; it does not open
+//! sockets or log.
 
 mod banner;
 mod value;
