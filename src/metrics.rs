@@ -32,6 +32,8 @@ pub mod labels {
     pub const REDIRECTS: &[&str] = &["moved", "ask"];
     /// `direction` of `bytes_total`.
     pub const DIRECTIONS: &[&str] = &["to_upstream", "to_client"];
+    /// `reason` of `pool_discards_total`: as `session::pool`.
+    pub const POOL_DISCARDS: &[&str] = &["aged", "closed", "unexpected_data"];
 }
 
 /// The proxy's metrics.
@@ -102,6 +104,14 @@ pub struct Metrics {
     pub upstream_probes: IntCounterVec,
     /// Bytes relayed, by `direction` (to_upstream, to_client).
     pub bytes: IntCounterVec,
+    /// The warm pool: connections ready now; clients that took one (hits)
+    /// or found none (misses); connections opened into it; and those
+    /// discarded instead of handed out, by `reason`.
+    pub pool_size: IntGauge,
+    pub pool_hits: IntCounter,
+    pub pool_misses: IntCounter,
+    pub pool_refills: IntCounter,
+    pub pool_discards: IntCounterVec,
 }
 
 impl Metrics {
@@ -276,6 +286,27 @@ impl Metrics {
                 "Bytes relayed, by direction.",
                 &["direction"]
             )),
+            pool_size: reg!(IntGauge::new(
+                name("pool_connections"),
+                "Warm pool: authenticated upstream connections ready for new clients now."
+            )),
+            pool_hits: reg!(counter(
+                "pool_hits_total",
+                "Warm pool: new clients that took a ready connection."
+            )),
+            pool_misses: reg!(counter(
+                "pool_misses_total",
+                "Warm pool: new clients that found none ready and connected themselves."
+            )),
+            pool_refills: reg!(counter(
+                "pool_refills_total",
+                "Warm pool: connections opened and authenticated into the pool."
+            )),
+            pool_discards: reg!(counter_vec(
+                "pool_discards_total",
+                "Warm pool: connections discarded instead of handed out, by reason (aged, closed, unexpected_data).",
+                &["reason"]
+            )),
             registry,
         };
         m.preinitialise();
@@ -322,6 +353,9 @@ impl Metrics {
         }
         for direction in DIRECTIONS {
             self.bytes.with_label_values(&[direction]);
+        }
+        for reason in POOL_DISCARDS {
+            self.pool_discards.with_label_values(&[reason]);
         }
     }
 

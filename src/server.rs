@@ -124,6 +124,7 @@ impl Server {
             health: health.clone(),
             cluster: topology,
             route: cfg.route.clone(),
+            pool: (cfg.pool_size > 0).then(|| session::pool::Pool::new(cfg.pool_size)),
         });
         let tcp = TcpListener::bind(cfg.listen)
             .await
@@ -211,6 +212,14 @@ impl Server {
                 }
             })
         };
+        // The warm pool fills once the first identity is ready.
+        let pool = ctx.pool.clone().map(|pool| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                ctx.auth.wait_ready().await;
+                pool.refill(ctx.clone()).await;
+            })
+        });
         // Cluster mode: node listeners hand their clients to the loop below.
         let (node_tx, mut node_rx) =
             mpsc::channel::<(tokio::net::TcpStream, String, Arc<cluster::Node>)>(64);
@@ -335,6 +344,9 @@ impl Server {
         let _ = drain.send(true);
         warm.abort();
         prober.abort();
+        if let Some(task) = &pool {
+            task.abort();
+        }
         if let Some(task) = maintainer {
             task.abort();
         }

@@ -49,16 +49,8 @@ fn line(kind: Kind) -> String {
     format!("-{}", kind.client_message())
 }
 
-async fn metric(proxy: &Proxy, name: &str) -> f64 {
-    let mut s = tokio::net::TcpStream::connect(proxy.admin).await.unwrap();
-    let req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let want = format!("elasticache_auth_proxy_{name} ");
-    out.lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+async fn metric(proxy: &Proxy, series: &str) -> f64 {
+    common::metric(proxy.admin, series).await
 }
 
 /// After a fault the proxy serves the next client as before.

@@ -130,6 +130,8 @@ settings! {
     #[arg(help_heading = "Listening", value_name = "FILE")] client_password_file: PathBuf,
     /// Maximum concurrent client connections, 0 = unlimited [default: 10000]
     #[arg(help_heading = "Limits and timeouts", value_name = "N")] max_connections: usize,
+    /// Warm pool: keep this many upstream connections connected, TLS-established and authenticated, so a new client takes one at once; 0 = off [default: 0]
+    #[arg(help_heading = "Limits and timeouts", value_name = "N")] pool_size: usize,
     /// Deadline for upstream TCP connect plus TLS handshake [default: 5s]
     #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")] connect_timeout: HumanDuration,
     /// Deadline for the upstream's reply to AUTH [default: 5s]
@@ -256,6 +258,8 @@ pub struct Config {
     pub client_password: Option<Secret>,
     /// 0 = unlimited.
     pub max_connections: usize,
+    /// Warm upstream connections kept ready; 0 = no pool.
+    pub pool_size: usize,
     /// TCP connect plus TLS handshake.
     pub connect_timeout: Duration,
     pub auth_timeout: Duration,
@@ -662,7 +666,7 @@ enum ValueKind {
 fn value_kind(key: &str) -> ValueKind {
     match key {
         "no-tls" | "serverless" | "cluster" => ValueKind::Bool,
-        "max-connections" => ValueKind::Integer,
+        "max-connections" | "pool-size" => ValueKind::Integer,
         _ => ValueKind::String,
     }
 }
@@ -825,6 +829,7 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
         )?
         .map(|(secret, _)| secret),
         max_connections: a.max_connections.unwrap_or(10_000),
+        pool_size: a.pool_size.unwrap_or(0),
         connect_timeout,
         auth_timeout,
         drain_timeout: timeout(a.drain_timeout, 30),

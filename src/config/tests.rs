@@ -251,7 +251,7 @@ fn example_documents_every_key() {
             "{key} in example.toml"
         );
     }
-    assert_eq!(Args::KEYS.len(), 35);
+    assert_eq!(Args::KEYS.len(), 36);
     assert!(Args::KEYS.contains(&"tls-client-cert") && Args::KEYS.contains(&"no-tls"));
 }
 

@@ -11,6 +11,7 @@
 mod gate;
 pub mod ledger;
 mod open;
+pub mod pool;
 mod reauth;
 pub(crate) use open::is_throttle;
 pub mod refuse;
@@ -74,6 +75,9 @@ pub struct Context {
     pub cluster: Option<Arc<cluster::Topology>>,
     /// The route's name for the audit log; `None` with only one route.
     pub route: Option<String>,
+    /// The warm pool of ready upstream connections (`--pool-size`); `None`
+    /// when off. Only the main listener's sessions take from it.
+    pub pool: Option<Arc<pool::Pool>>,
 }
 
 /// Per-session bounds (invariant 7).
@@ -190,7 +194,24 @@ where
         None => None,
     };
     let mut pending = BytesMut::new();
-    let (upstream, method) = match open_recorded(&ctx, &conn, &mut pending).await {
+    let warm = match (&ctx.pool, &conn.node) {
+        (Some(pool), None) => pool.take(&ctx).await,
+        _ => None,
+    };
+    let authed_at = warm.as_ref().map(|w| w.authed_at);
+    let opened = match warm {
+        Some(w) => {
+            debug!(
+                conn = conn.id,
+                method = w.method.as_str(),
+                "took a warm pooled connection"
+            );
+            pending = w.rest;
+            Ok((w.stream, w.method))
+        }
+        None => open_recorded(&ctx, &conn, &mut pending).await,
+    };
+    let (upstream, method) = match opened {
         Ok(opened) => opened,
         Err(e) => {
             ctx.metrics
@@ -204,6 +225,10 @@ where
         }
     };
     let mut relay = Relay::new(ctx, pending, method, conn);
+    if let Some(at) = authed_at {
+        // Re-authentication keeps the schedule of the pooled AUTH.
+        relay.authed_at = at;
+    }
     if passed == Some(gate::Passed::Auth) {
         relay.set_local_authed(true);
     }

@@ -129,6 +129,19 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
+/// One series of the proxy's `/metrics` at `admin`, by its name without the
+/// `elasticache_auth_proxy_` prefix and with its labels as rendered
+/// (`upstream_errors_total{kind="io"}`); 0 when absent.
+pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let want = format!("elasticache_auth_proxy_{series} ");
+    http_get(admin, "/metrics")
+        .await
+        .1
+        .lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
 /// Runs the real `redis-cli` with `args`, killing it after 10 s.
 pub fn redis_cli(args: &[&str]) -> Output {
     let mut cmd = Command::new("redis-cli");
