@@ -820,7 +820,10 @@ async fn no_secret_in_any_log_line_metric_or_client_reply_under_faults() {
     for (what, evidence) in [
         ("throttling", "throttled"),
         ("a re-authentication", "\"reauth\":true"),
-        ("a migration", "session moved to a fresh authenticated connection"),
+        (
+            "a migration",
+            "session moved to a fresh authenticated connection",
+        ),
         ("a failed refresh", "IAM token refresh failed"),
         ("expired credentials", "expired at"),
         ("a reset", "cannot open upstream connection"),
