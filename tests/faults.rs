@@ -601,3 +601,123 @@ async fn a_client_half_close_gets_every_reply_then_the_close_as_direct() {
     let through = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     assert_eq!(half_closed(through, input).await, direct);
 }
+
+/// An IAM proxy whose every upstream chunk is 250 ms late each way, so a
+/// re-authentication (1 s after each AUTH) is in flight for half a second:
+/// long enough to stop the proxy in the middle of one.
+async fn iam_behind_latency() -> (RedisServer, common::Emulator, FaultRelay, Proxy) {
+    let redis = RedisServer::start(common::backend_options());
+    let emulator = common::Emulator::start(&redis, &common::EmulatorOptions::default());
+    let relay = FaultRelay::start(emulator.addr).await;
+    relay.set(Fault::Latency(Duration::from_millis(250)));
+    let mut args = Proxy::iam_args(&redis, relay.addr.port());
+    args.reauth_after = Some("1s".parse().unwrap());
+    args.drain_timeout = Some("3s".parse().unwrap());
+    let creds =
+        aws_credential_types::Credentials::new("AKIDTEST", "test-secret-key", None, None, "t");
+    let proxy = Proxy::start_with_credentials(args, "unused", creds).await;
+    (redis, emulator, relay, proxy)
+}
+
+/// Every byte `c` receives until the proxy closes it.
+async fn rest_of(c: &mut Resp) -> Vec<u8> {
+    c.read_until_closed().await
+}
+
+/// Waits until `series` passes `from`: the moment a re-authentication (or
+/// migration) completed. The next one starts `--reauth-after` (1 s) later.
+async fn completes(proxy: &Proxy, series: &str, from: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n = metric(proxy, series).await;
+        if n > from {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "{series} stays at {n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Row: SIGTERM (the drain) in the middle of a re-authentication. The
+/// idle session closes with nothing sent (the proxy's own AUTH reply never
+/// reaches the client); a command sent meanwhile gets its reply, then the
+/// close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_during_a_reauthentication_sends_the_client_nothing_of_it() {
+    let (_redis, _emulator, _relay, mut proxy) = iam_behind_latency().await;
+    let mut c = Resp::connect(proxy.addr).await;
+    assert_eq!(
+        text(&c.cmd(&[b"ACL", b"WHOAMI"]).await),
+        format!("${}", common::IAM_USER)
+    );
+    let reauths = r#"reauthentications_total{outcome="success"}"#;
+    let done = completes(&proxy, reauths, 0.0).await;
+    // The next one starts 1 s (+5% jitter) after that and takes 500 ms.
+    tokio::time::sleep(Duration::from_millis(1150)).await;
+    assert_eq!(
+        metric(&proxy, reauths).await,
+        done,
+        "the next one already finished"
+    );
+    c.send(&[b"INCR", b"drain:n"]).await;
+    // Read by the proxy (held until the AUTH's reply, or sent on).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let drained = proxy.shutdown();
+    assert_eq!(text(&c.read().await), ":1");
+    assert!(
+        rest_of(&mut c).await.is_empty(),
+        "bytes of the proxy's AUTH reached the client"
+    );
+    tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Row: SIGTERM while a RESP2 subscriber is being moved to a fresh
+/// connection. It receives only whole messages, none twice, nothing of the
+/// move (no second subscribe confirmation), then the close at the drain
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_during_a_migration_leaks_nothing_of_it() {
+    let (redis, _emulator, _relay, mut proxy) = iam_behind_latency().await;
+    let mut sub = Resp::connect(proxy.addr).await;
+    assert_eq!(
+        text(&sub.cmd(&[b"SUBSCRIBE", b"drain:ch"]).await),
+        "[subscribe,drain:ch,1]"
+    );
+    let mut publisher = direct(&redis).await;
+    let moved = r#"session_migrations_total{outcome="success"}"#;
+    completes(&proxy, moved, 0.0).await;
+    // The next move starts 1 s later and takes three round trips (1.5 s).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let drained = proxy.shutdown();
+    for n in 1..=5 {
+        let m = format!("m{n}");
+        assert_eq!(
+            text(
+                &publisher
+                    .cmd(&[b"PUBLISH", b"drain:ch", m.as_bytes()])
+                    .await
+            ),
+            ":1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rest = rest_of(&mut sub).await;
+    let mut frames = Vec::new();
+    let mut buf = &rest[..];
+    while !buf.is_empty() {
+        let (frame, used) = common::try_decode(buf).unwrap().expect("whole frames only");
+        frames.push(text(&frame));
+        buf = &buf[used..];
+    }
+    let want: Vec<String> = (1..=5)
+        .map(|n| format!("[message,drain:ch,m{n}]"))
+        .collect();
+    assert_eq!(frames, want, "lost, doubled or leaked");
+    tokio::time::timeout(Duration::from_secs(6), drained)
+        .await
+        .unwrap()
+        .unwrap();
+}
