@@ -853,3 +853,57 @@ async fn no_secret_in_any_log_line_metric_or_client_reply_under_faults() {
         }
     }
 }
+
+/// Fault-matrix row: STS credentials expire while sessions live. Live
+/// sessions re-authenticate (before the 4 s session age) with tokens from
+/// the credentials current at the time, never from expired ones: across
+/// the first credentials' expiry, no session is cut and no AUTH refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_credentials_expiring_under_live_sessions_never_cut_them() {
+    let start = SystemTime::now();
+    let opts = EmulatorOptions {
+        credentials: (0..12).map(|k| rotation(start, k)).collect(),
+        max_session_age: "4s".into(),
+        ..EmulatorOptions::default()
+    };
+    let (redis, emulator) = setup(&opts);
+    let endpoint = CredentialsEndpoint::start(start).await;
+    let env = [
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{}/v2/credentials", endpoint.addr),
+        ),
+        ("AWS_REGION", REGION.to_string()),
+    ];
+    let extra = ["--max-session-age", "4s", "--reauth-after", "2s"];
+    let proxy = ProxyProcess::start(&emulator, &redis, &extra, &env);
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        let mut c = Resp::connect(proxy.addr).await;
+        assert_eq!(
+            text(&c.cmd(&[b"ACL", b"WHOAMI"]).await),
+            format!("${IAM_USER}")
+        );
+        sessions.push(c);
+    }
+    // Past the first credentials' expiry (12 s).
+    let until = Instant::now() + VALIDITY + Duration::from_secs(3);
+    while Instant::now() < until {
+        for (i, c) in sessions.iter_mut().enumerate() {
+            assert_eq!(
+                text(&c.cmd(&[b"ACL", b"WHOAMI"]).await),
+                format!("${IAM_USER}"),
+                "session {i}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let served = endpoint.served.lock().unwrap().clone();
+    let mut distinct = served.clone();
+    distinct.dedup();
+    assert!(distinct.len() >= 3, "credentials rotated: {served:?}");
+    assert_eq!(emulator.stat("sessions_expired_total"), 0);
+    assert_eq!(emulator.stat("iam_auth_failure_total"), 0);
+    // Five sessions, a re-authentication each about every 2 s for 15 s.
+    assert!(emulator.stat("iam_auth_success_total") >= 5 + 5 * 5);
+}
