@@ -34,6 +34,8 @@ pub mod labels {
     pub const DIRECTIONS: &[&str] = &["to_upstream", "to_client"];
     /// `reason` of `pool_discards_total`: as `session::pool`.
     pub const POOL_DISCARDS: &[&str] = &["aged", "closed", "unexpected_data"];
+    /// `kind` of `upstream_tls_handshakes_total`: as `upstream::Handshake::as_str`.
+    pub const HANDSHAKES: &[&str] = &["full", "resumed"];
 }
 
 /// The proxy's metrics.
@@ -98,6 +100,9 @@ pub struct Metrics {
     pub upstream_connect_duration: Histogram,
     pub upstream_tls_duration: Histogram,
     pub upstream_auth_duration: HistogramVec,
+    /// Upstream TLS handshakes completed, by `kind` (full, resumed): a
+    /// resumed one spares the server a certificate signature.
+    pub upstream_tls_handshakes: IntCounterVec,
     /// Upstream errors by `kind` (see `error::Kind::as_str`).
     pub upstream_errors: IntCounterVec,
     /// Health probes of the upstream (connect and AUTH), by `outcome`.
@@ -271,6 +276,11 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
                 &["method"]
             )),
+            upstream_tls_handshakes: reg!(counter_vec(
+                "upstream_tls_handshakes_total",
+                "Upstream TLS handshakes completed, by kind (full, resumed from an earlier session's ticket).",
+                &["kind"]
+            )),
             upstream_errors: reg!(counter_vec(
                 "upstream_errors_total",
                 "Upstream errors by kind.",
@@ -356,6 +366,9 @@ impl Metrics {
         }
         for reason in POOL_DISCARDS {
             self.pool_discards.with_label_values(&[reason]);
+        }
+        for kind in HANDSHAKES {
+            self.upstream_tls_handshakes.with_label_values(&[kind]);
         }
     }
 
@@ -460,6 +473,7 @@ mod tests {
             r#"upstream_errors_total{kind="tls_handshake"} 0"#,
             r#"session_migrations_total{outcome="failure"} 0"#,
             r#"bytes_total{direction="to_upstream"} 0"#,
+            r#"upstream_tls_handshakes_total{kind="resumed"} 0"#,
         ] {
             assert!(
                 text.contains(&format!("{PREFIX}_{series}\n")),
@@ -472,13 +486,15 @@ mod tests {
 
     #[test]
     fn preinitialised_labels_are_the_ones_the_code_counts() {
-        use crate::{auth::Method, cluster::rewrite::Redirect, error::Kind};
+        use crate::{auth::Method, cluster::rewrite::Redirect, error::Kind, upstream::Handshake};
         let methods: Vec<_> = [Method::Iam, Method::Password].map(Method::as_str).into();
         assert_eq!(methods, labels::METHODS);
         let redirects: Vec<_> = [Redirect::Moved, Redirect::Ask]
             .map(Redirect::as_str)
             .into();
         assert_eq!(redirects, labels::REDIRECTS);
+        let handshakes: Vec<_> = Handshake::ALL.map(Handshake::as_str).into();
+        assert_eq!(handshakes, labels::HANDSHAKES);
         let mut kinds: Vec<_> = Kind::ALL.map(Kind::as_str).into();
         kinds.sort_unstable();
         kinds.dedup();

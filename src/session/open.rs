@@ -32,6 +32,11 @@ pub(super) async fn open(
     if let Some(tls) = timings.tls {
         m.upstream_tls_duration.observe(tls.as_secs_f64());
     }
+    if let Some(kind) = timings.handshake {
+        m.upstream_tls_handshakes
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
     let plan = ctx.auth.plan();
     // Why IAM is not being used, once the password is tried in its place.
     let mut fallback_reason = plan.iam_in_backoff.then_some("backoff");

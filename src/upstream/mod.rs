@@ -163,6 +163,7 @@ impl Connector {
         let mut timings = Timings {
             tcp: started.elapsed(),
             tls: None,
+            handshake: None,
         };
         let Some((connector, name)) = &self.tls else {
             return Ok((Stream::plain(tcp), timings));
@@ -189,6 +190,7 @@ impl Connector {
             }
         };
         timings.tls = Some(handshake.elapsed());
+        timings.handshake = tls.get_ref().1.handshake_kind().map(Handshake::from);
         Ok((Stream::Tls(Box::new(tls)), timings))
     }
 
@@ -470,12 +472,47 @@ impl PemFile {
     }
 }
 
-/// How long connecting took.
+/// How long connecting took, and what kind of TLS handshake it was.
 #[derive(Clone, Copy, Debug)]
 pub struct Timings {
     pub tcp: Duration,
     /// `None` without TLS.
     pub tls: Option<Duration>,
+    /// `None` without TLS.
+    pub handshake: Option<Handshake>,
+}
+
+/// What a completed TLS handshake cost the server: a full one (certificate
+/// signature, key exchange) or a resumption of an earlier session from a
+/// ticket the same server sent for the same server name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// Full, with or without a HelloRetryRequest.
+    Full,
+    Resumed,
+}
+
+impl Handshake {
+    pub const ALL: [Handshake; 2] = [Handshake::Full, Handshake::Resumed];
+
+    /// The `kind` label of `upstream_tls_handshakes_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handshake::Full => "full",
+            Handshake::Resumed => "resumed",
+        }
+    }
+}
+
+impl From<rustls::HandshakeKind> for Handshake {
+    fn from(kind: rustls::HandshakeKind) -> Handshake {
+        match kind {
+            rustls::HandshakeKind::Resumed => Handshake::Resumed,
+            rustls::HandshakeKind::Full | rustls::HandshakeKind::FullWithHelloRetryRequest => {
+                Handshake::Full
+            }
+        }
+    }
 }
 
 /// An upstream connection, TLS or (for local development) plain TCP.
