@@ -171,3 +171,27 @@ async fn another_server_behind_the_same_name_never_resumes_and_is_still_verified
     );
     assert_eq!(counts(&proxy).await, (2.0, 1.0));
 }
+
+#[tokio::test]
+async fn a_burst_of_new_connections_resumes_once_an_earlier_burst_left_tickets() {
+    const BURST: usize = 24;
+    let redis = RedisServer::start(RedisOptions::default());
+    let switch = Switch::start(redis.tls_addr(), BURST).await;
+    let proxy = Proxy::start_with(through(&switch, &redis), "app-secret-pw").await;
+    async fn burst(proxy: &Proxy) {
+        let mut sessions = tokio::task::JoinSet::new();
+        for i in 0..BURST {
+            let addr = proxy.addr;
+            sessions.spawn(async move { session(addr, &format!("k{i}")).await });
+        }
+        sessions.join_all().await;
+    }
+    // Nothing to resume yet: every handshake of the first burst is full,
+    // and each leaves the server's tickets (OpenSSL sends two).
+    burst(&proxy).await;
+    assert_eq!(counts(&proxy).await, (BURST as f64, 0.0));
+    // So the next burst, as large, resumes every connection. rustls's
+    // default cache keeps 8 tickets a server, and resumed at most 8.
+    burst(&proxy).await;
+    assert_eq!(counts(&proxy).await, (BURST as f64, BURST as f64));
+}

@@ -19,6 +19,8 @@ use tokio::{
 };
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
+mod tickets;
+
 use crate::{
     auth::Identity,
     config,
@@ -381,7 +383,7 @@ fn client_config(t: &config::Tls) -> Result<rustls::ClientConfig, SetupError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
-    Ok(match &t.client_cert {
+    let mut config = match &t.client_cert {
         None => builder.with_no_client_auth(),
         Some(cc) => {
             let certs = PemFile::read("tls-client-cert", &cc.cert)?.certificates()?;
@@ -402,7 +404,11 @@ fn client_config(t: &config::Tls) -> Result<rustls::ClientConfig, SetupError> {
                     },
                 })?
         }
-    })
+    };
+    // Resumption spares the server a certificate signature per connection;
+    // rustls's default cache holds too few tickets for a burst (see tickets).
+    config.resumption = rustls::client::Resumption::store(Arc::new(tickets::Tickets::new()));
+    Ok(config)
 }
 
 /// A file a TLS setting names, read once, with errors that name the setting
