@@ -27,28 +27,12 @@ BASE_PORT=${BASE_PORT:-17000}
 
 . scripts/lib.sh
 
-last_cpu=$(($(nproc) - 1))
-server_pin=()
-client_pin=()
-if [ "$PIN" = 1 ] && [ "$last_cpu" -gt 0 ] && command -v taskset >/dev/null; then
-  server_pin=(taskset -c "$last_cpu")
-  client_pin=(taskset -c 0)
-fi
-
-echo "building the proxy (release)..." >&2
-cargo build --release --quiet --bin elasticache-auth-proxy
-bin=$PWD/target/release/elasticache-auth-proxy
+pin_cpus
+release_proxy
 
 # One CA; one node certificate for both server and client auth (the
 # cluster bus and replication present it as a client).
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=bench-ca" \
-  -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-  -keyout "$work/node.key" -out "$work/node.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' \
-  > "$work/ext.cnf"
-openssl x509 -req -days 1 -in "$work/node.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-  -CAcreateserial -extfile "$work/ext.cnf" -out "$work/node.pem" 2>/dev/null
+mint_cert node extendedKeyUsage=serverAuth,clientAuth
 
 export BENCH_PASSWORD
 BENCH_PASSWORD=$(openssl rand -hex 16)
@@ -117,10 +101,9 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round of $ROUNDS done" >&2
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo
 echo "redis-benchmark --cluster, 3 primaries over TLS, -c $CLIENTS -n $N, median of $ROUNDS interleaved rounds"
-echo "($(date -u +%F), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+machine
 echo
 echo "| workload | command | direct TLS req/s | proxy req/s | proxy / direct |"
 echo "|---|---|---|---|---|"

@@ -11,13 +11,7 @@
 start_iam_cache() {
   local tls_port=$1 backend_port=$(($1 + 1000))
   # A throwaway CA and a server certificate for localhost.
-  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=demo-ca" \
-    -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-    -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$work/san.cnf"
-  openssl x509 -req -days 1 -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-    -CAcreateserial -extfile "$work/san.cnf" -out "$work/server.pem" 2>/dev/null
+  mint_cert server
 
   # The backend password and the demo AWS keys live only in this script's
   # processes. The emulator accepts tokens signed with the demo keys.
