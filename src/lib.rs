@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`config`]: typed configuration from file, environment and flags.
 //! - [`server`]: listeners, accept loop, connection limit, graceful drain.
-//! - [`session`]: one task per client: relays bytes, keeps the reply ledger.
+//! - [`session`]: one task per client: relays bytes, keeps the reply ledger;
+//!   and the warm pool of ready upstream connections.
 //! - [`upstream`]: TCP + TLS connector and the AUTH handshake.
 //! - [`cluster`]: cluster mode: the node ↔ local listener map, and the
 //!   rewriting of replies that name nodes.
