@@ -5,6 +5,9 @@
 # libFuzzer leaves the input in fuzz/artifacts/<target>/.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #   scripts/fuzz.sh --check   # exit 0 if this machine can build the fuzzers
+# Exit status 3: this machine cannot build the fuzzers (no C++ compiler, a
+# rustc that refuses -Z, or cargo-fuzz could not be installed); .ci/run
+# skips fuzzing then, and fails on any other non-zero status.
 # Installs cargo-fuzz from crates.io if missing. Needs only the stable
 # toolchain: RUSTC_BOOTSTRAP=1 lets it take cargo-fuzz's nightly flags.
 # Built without a sanitizer: the crate forbids unsafe code, so the fuzzers
@@ -26,14 +29,17 @@ if [ "${1:-}" = "--check" ]; then
 fi
 if ! can_build; then
   echo "fuzz.sh: needs a C++ compiler and a rustc that accepts -Z (RUSTC_BOOTSTRAP=1)" >&2
-  exit 1
+  exit 3
 fi
 
 secs=${1:-30}
 shift || true
 if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
   echo "installing cargo-fuzz $CARGO_FUZZ_VERSION..." >&2
-  cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+  if ! cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"; then
+    echo "fuzz.sh: could not install cargo-fuzz" >&2
+    exit 3
+  fi
 fi
 
 cd fuzz
