@@ -64,7 +64,7 @@ impl StartError {
 const COLD_START: Duration = Duration::from_secs(15);
 
 /// Commands a client may pipeline before the proxy stops reading it.
-const MAX_PIPELINE: usize = 64 * 1024;
+pub(crate) const MAX_PIPELINE: usize = 64 * 1024;
 
 /// A bound proxy, ready to serve.
 pub struct Server {

@@ -98,6 +98,9 @@ pub struct Scanner {
     frame_len: usize,
     /// Length of the current line (line-type elements and inline requests).
     line_len: usize,
+    /// The current line's last byte so far was `\r` (a line can end in
+    /// the next read).
+    line_cr: bool,
     /// Largest bulk string or line accepted.
     max_element: u64,
     head: Head,
@@ -116,6 +119,7 @@ impl Scanner {
             stack: Vec::new(),
             frame_len: 0,
             line_len: 0,
+            line_cr: false,
             max_element,
             head: Head::default(),
             arg: 0,
@@ -231,6 +235,17 @@ impl Scanner {
                     let rest = &buf[i..];
                     match memchr::memchr(b'\n', rest) {
                         Some(at) => {
+                            // A reply's line ends at CRLF only: a client
+                            // library reads `+a\n:1\r\n` as one line, so
+                            // ending it at the LF would invent a reply.
+                            let cr = if at > 0 {
+                                rest[at - 1] == b'\r'
+                            } else {
+                                self.line_cr
+                            };
+                            if matches!(self.state, State::Line) && !cr {
+                                return Err(Error(self.proto("line not ended by CRLF")));
+                            }
                             self.line_len += at + 1;
                             i += at + 1;
                             self.check_line()?;
@@ -243,6 +258,9 @@ impl Scanner {
                         }
                         None => {
                             self.line_len += rest.len();
+                            if let Some(&last) = rest.last() {
+                                self.line_cr = last == b'\r';
+                            }
                             i = buf.len();
                             self.check_line()?;
                         }
@@ -348,6 +366,10 @@ impl Scanner {
             }
         } else if self.in_chunked_string() && b != b';' {
             return Err(Error(self.proto("expected ';' chunk in a streamed string")));
+        } else if !self.in_chunked_string() && b == b';' {
+            // A chunk outside a streamed string would close whatever
+            // aggregate is open.
+            return Err(Error(self.proto("unexpected ';'")));
         }
         match b {
             b'*' | b'$' | b'%' | b'~' | b'>' | b'|' | b'=' | b'!' | b';' => {
@@ -363,6 +385,7 @@ impl Scanner {
             b'+' | b'-' | b':' | b',' | b'(' | b'#' | b'_' => {
                 self.state = State::Line;
                 self.line_len = 1;
+                self.line_cr = false;
                 Ok(None)
             }
             b'.' => {
@@ -379,6 +402,7 @@ impl Scanner {
                         });
                         self.state = State::Line;
                         self.line_len = 1;
+                        self.line_cr = false;
                         Ok(None)
                     }
                     _ => Err(Error(self.proto("unexpected '.'"))),
@@ -443,6 +467,13 @@ impl Scanner {
             self.state = State::Payload(val + 2);
             return Ok(false);
         }
+        // The one negative length a server sends is -1 (a null). Client
+        // libraries refuse any other (hiredis: "out of range"), and
+        // `$-0` is an empty string to some: a null here could invent or
+        // swallow a reply.
+        if neg && (val, digits) != (1, 1) {
+            return Err(self.bad_number(ty));
+        }
         match ty {
             b'$' | b'=' | b'!' => {
                 if streamed && ty == b'$' {
@@ -451,6 +482,10 @@ impl Scanner {
                 }
                 if neg {
                     return Ok(self.element_done());
+                }
+                // `txt:` comes first; hiredis refuses a shorter one.
+                if ty == b'=' && val < 4 {
+                    return Err(Error(self.proto("verbatim string without its format")));
                 }
                 if val > self.max_element {
                     return Err(Error(self.proto(&format!(
@@ -669,6 +704,84 @@ mod tests {
         assert!(sc.at_boundary());
         assert!(sc.advance(b"PING\r\n").unwrap().1);
         assert!(sc.head().inline);
+    }
+
+    /// Found by fuzz/fuzz_targets/scan_reply.rs: `$-0` was a null here but
+    /// an empty string (awaiting its CRLF) to `redis-protocol`, and hiredis
+    /// refuses it. Only -1 is a null; other negative lengths are refused.
+    #[test]
+    fn only_minus_one_is_a_null_length() {
+        // -1 is a null for every aggregate too, as hiredis reads it.
+        let nulls = b"$-1\r\n*-1\r\n%-1\r\n";
+        assert_eq!(frames(Side::Reply, nulls, &[]).unwrap(), vec![5, 5, 5]);
+        for bad in [&b"$-0\r\n"[..], b"$-2\r\n", b"*-5\r\n", b"$-01\r\n"] {
+            let err = frames(Side::Reply, bad, &[]).unwrap_err();
+            assert!(err.0.contains("bad length"), "{bad:?}: {err}");
+        }
+    }
+
+    /// Found by fuzz/fuzz_targets/scan_reply.rs: a `;0` chunk outside a
+    /// streamed string closed the aggregate around it, so `*2\r\n;0\r\n`
+    /// was a whole reply. A chunk belongs in a `$?` string only.
+    #[test]
+    fn chunks_only_in_streamed_strings() {
+        for bad in [&b";0\r\n"[..], b"*2\r\n;0\r\n", b"|1\r\n+k\r\n;0\r\n"] {
+            let err = frames(Side::Reply, bad, &[]).unwrap_err();
+            assert_eq!(
+                err.0, "invalid RESP from the server: unexpected ';'",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            frames(Side::Reply, b"$?\r\n;1\r\na\r\n;0\r\n", &[]).unwrap(),
+            vec![15]
+        );
+    }
+
+    /// Found by fuzz/fuzz_targets/scan_reply.rs: `=0\r\n\r\n` was a frame
+    /// here, while a decoder waits for the 4-byte format (`txt:`) and
+    /// hiredis refuses it.
+    #[test]
+    fn verbatim_strings_have_their_format() {
+        assert_eq!(
+            frames(Side::Reply, b"=8\r\ntxt:abcd\r\n=4\r\ntxt:\r\n", &[]).unwrap(),
+            vec![14, 10]
+        );
+        let err = frames(Side::Reply, b"=3\r\nabc\r\n", &[]).unwrap_err();
+        assert_eq!(
+            err.0,
+            "invalid RESP from the server: verbatim string without its format"
+        );
+    }
+
+    /// Found by fuzz/fuzz_targets/scan_reply.rs: a reply line ended by a
+    /// bare LF was cut there, so `+a\n:1\r\n` (one line to a client
+    /// library) became two replies. It is refused, in any cut.
+    #[test]
+    fn reply_lines_end_at_crlf_only() {
+        let input = b"+a\n:1\r\n";
+        for cut in 0..input.len() {
+            let err = frames(Side::Reply, input, &[cut]).unwrap_err();
+            assert_eq!(
+                err.0,
+                "invalid RESP from the server: line not ended by CRLF"
+            );
+        }
+        // A CR in the line is data; the line ends at the first CRLF, even
+        // when the CR and the LF arrive in different reads.
+        let input = b"+a\rb\r\n-ERR x\r\n";
+        for cut in 0..input.len() {
+            assert_eq!(
+                frames(Side::Reply, input, &[cut]).unwrap(),
+                vec![6, 8],
+                "cut {cut}"
+            );
+        }
+        // Inline requests still end at a bare LF, as Redis reads them.
+        assert_eq!(
+            frames(Side::Request, b"PING\nPING\r\n", &[]).unwrap(),
+            vec![5, 6]
+        );
     }
 
     #[test]

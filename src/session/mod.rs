@@ -8,6 +8,8 @@
 //! frame larger than [`STREAM_THRESHOLD`] is forwarded piece by piece while
 //! it arrives, so a 100 MB value never sits whole in the proxy.
 
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod gate;
 pub mod ledger;
 mod open;
@@ -625,15 +627,8 @@ impl Relay {
             if let Some(at) = hold_ends {
                 hold_sleep.as_mut().reset(at.into());
             }
-            let read_client = self.closing.is_none()
-                && self.finishing.is_none()
-                && self.close_when_settled.is_none()
-                && !self.sync_wait
-                && (!self.draining || !self.drain_point_ahead())
-                && !self.holding_for_reauth()
-                && self.to_up.len < HIGH_WATER
-                && self.ledger.len() < self.ctx.limits.max_pipeline;
-            let read_up = self.closing.is_none() && self.to_client.len < HIGH_WATER;
+            let read_client = self.reads_client();
+            let read_up = self.reads_upstream();
             reserve(&mut self.cbuf);
             reserve(&mut self.ubuf);
             let idle_armed =
@@ -713,6 +708,26 @@ impl Relay {
         let _ = tokio::time::timeout(Duration::from_secs(1), cw.shutdown()).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), uw.shutdown()).await;
         end
+    }
+
+    /// Whether the relay takes more client commands now. Stopped while the
+    /// session closes, finishes, waits on a SYNC or a re-auth safe point,
+    /// or has a full queue upstream or a full pipeline (invariant 7).
+    fn reads_client(&self) -> bool {
+        self.closing.is_none()
+            && self.finishing.is_none()
+            && self.close_when_settled.is_none()
+            && !self.sync_wait
+            && (!self.draining || !self.drain_point_ahead())
+            && !self.holding_for_reauth()
+            && self.to_up.len < HIGH_WATER
+            && self.ledger.len() < self.ctx.limits.max_pipeline
+    }
+
+    /// Whether the relay takes more server bytes now: not once closing, nor
+    /// while the client is slow to take what is queued for it.
+    fn reads_upstream(&self) -> bool {
+        self.closing.is_none() && self.to_client.len < HIGH_WATER
     }
 
     /// Every reply owed has been delivered or queued, and nothing is half
