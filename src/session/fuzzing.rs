@@ -63,6 +63,8 @@ impl Harness {
             drain,
             health: Arc::new(crate::admin::Health::new(cfg.max_connections)),
             cluster: None,
+            route: None,
+            pool: None,
         })
     }
 
