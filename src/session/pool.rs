@@ -16,8 +16,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::{pin::Pin, task::Poll};
+
 use bytes::BytesMut;
-use tokio::{io::AsyncReadExt, sync::Notify};
+use tokio::{
+    io::{AsyncRead, ReadBuf},
+    sync::Notify,
+    task::JoinSet,
+};
 use tracing::{debug, warn};
 
 use super::{open::open, Conn, Context};
@@ -26,6 +32,8 @@ use crate::{auth::Method, upstream::Stream};
 /// The oldest a pooled connection may be, whatever the session age: the
 /// server may drop idle connections, and credentials rotate.
 const MAX_IDLE: Duration = Duration::from_secs(60);
+/// Connections the refill opens at once.
+const PARALLEL: usize = 8;
 /// After a refill fails, wait this long (doubling to `RETRY_MAX`).
 const RETRY_BASE: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -95,9 +103,9 @@ impl Pool {
         }
     }
 
-    /// Keeps the pool full until the task is aborted (at drain): opens one
-    /// connection at a time, as any session would (audited as client
-    /// `pool`), retires those that age out, and backs off while the
+    /// Keeps the pool full until the task is aborted (at drain): opens
+    /// connections as any session would (audited as client `pool`), a few
+    /// at a time, retires those that age out, and backs off while the
     /// upstream fails.
     pub async fn refill(self: Arc<Pool>, ctx: Arc<Context>) {
         let conn = Conn {
@@ -114,30 +122,46 @@ impl Pool {
                 let _ = tokio::time::timeout(wait / 2, self.taken.notified()).await;
                 continue;
             }
-            let mut rest = BytesMut::new();
-            let opened = open(&ctx, &conn, &mut rest).await;
-            ctx.health
-                .record_upstream(opened.as_ref().map(|_| ()).map_err(|e| e.kind.as_str()));
-            match opened {
-                Ok((stream, method)) => {
-                    failures = 0;
-                    ctx.metrics.pool_refills.inc();
-                    self.lock().push_back(Warm {
+            // Up to `PARALLEL` at once: a burst of clients empties the pool
+            // faster than one connection at a time could refill it.
+            let missing = self.size - self.lock().len();
+            let mut opening = JoinSet::new();
+            for _ in 0..missing.min(PARALLEL) {
+                let (ctx, conn) = (ctx.clone(), conn.clone());
+                opening.spawn(async move {
+                    let mut rest = BytesMut::new();
+                    let opened = open(&ctx, &conn, &mut rest).await;
+                    ctx.health
+                        .record_upstream(opened.as_ref().map(|_| ()).map_err(|e| e.kind.as_str()));
+                    opened.map(|(stream, method)| Warm {
                         stream,
                         method,
                         rest,
                         authed_at: Instant::now(),
-                    });
-                    self.publish(&ctx);
+                    })
+                });
+            }
+            let mut failed = None;
+            while let Some(done) = opening.join_next().await {
+                match done {
+                    Ok(Ok(warm)) => {
+                        failures = 0;
+                        ctx.metrics.pool_refills.inc();
+                        self.lock().push_back(warm);
+                        self.publish(&ctx);
+                    }
+                    Ok(Err(e)) => failed = Some(e),
+                    // A panicking open is a bug elsewhere; it is not retried here.
+                    Err(_) => {}
                 }
-                Err(e) => {
-                    failures += 1;
-                    let wait = RETRY_BASE
-                        .saturating_mul(1 << failures.saturating_sub(1).min(8))
-                        .min(RETRY_MAX);
-                    warn!(kind = e.kind.as_str(), detail = %e.detail, retry_in = ?wait, "cannot refill the warm pool");
-                    tokio::time::sleep(wait).await;
-                }
+            }
+            if let Some(e) = failed {
+                failures += 1;
+                let wait = RETRY_BASE
+                    .saturating_mul(1 << failures.saturating_sub(1).min(8))
+                    .min(RETRY_MAX);
+                warn!(kind = e.kind.as_str(), detail = %e.detail, retry_in = ?wait, "cannot refill the warm pool");
+                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -171,13 +195,19 @@ impl Pool {
 /// Why an idle pooled connection cannot be handed out, checked without
 /// waiting: the server closed it (EOF or an error), or sent bytes nobody
 /// asked for (an idle authenticated connection gets none). A TLS record
-/// with no application data (a session ticket) leaves it sound.
+/// with no application data (a session ticket) leaves it sound. One poll of
+/// the read, no timer: a zero timeout would still wait for the timer
+/// wheel's next tick (about 1 ms), longer than a fresh local connection.
 async fn unsound(stream: &mut Stream) -> Option<&'static str> {
     let mut byte = [0u8; 1];
-    // `timeout` polls the read once before looking at the clock.
-    match tokio::time::timeout(Duration::ZERO, stream.read(&mut byte)).await {
-        Err(_) => None,
-        Ok(Ok(0) | Err(_)) => Some("closed"),
-        Ok(Ok(_)) => Some("unexpected_data"),
-    }
+    let mut buf = ReadBuf::new(&mut byte);
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+            Poll::Pending => None,
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => Some("closed"),
+            Poll::Ready(Ok(())) => Some("unexpected_data"),
+            Poll::Ready(Err(_)) => Some("closed"),
+        })
+    })
+    .await
 }
