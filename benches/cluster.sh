@@ -27,28 +27,9 @@ BASE_PORT=${BASE_PORT:-17000}
 
 . scripts/lib.sh
 
-last_cpu=$(($(nproc) - 1))
-server_pin=()
-client_pin=()
-if [ "$PIN" = 1 ] && [ "$last_cpu" -gt 0 ] && command -v taskset >/dev/null; then
-  server_pin=(taskset -c "$last_cpu")
-  client_pin=(taskset -c 0)
-fi
+pin_and_build
 
-echo "building the proxy (release)..." >&2
-cargo build --release --quiet --bin elasticache-auth-proxy
-bin=$PWD/target/release/elasticache-auth-proxy
-
-# One CA; one node certificate for both server and client auth (the
-# cluster bus and replication present it as a client).
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=bench-ca" \
-  -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-  -keyout "$work/node.key" -out "$work/node.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' \
-  > "$work/ext.cnf"
-openssl x509 -req -days 1 -in "$work/node.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-  -CAcreateserial -extfile "$work/ext.cnf" -out "$work/node.pem" 2>/dev/null
+mint_certs
 
 export BENCH_PASSWORD
 BENCH_PASSWORD=$(openssl rand -hex 16)
@@ -86,12 +67,7 @@ admin_port=$((BASE_PORT + 101))
   --listen "127.0.0.1:$proxy_port" --admin-listen "127.0.0.1:$admin_port" \
   --log-level warn &
 pids+=($!)
-for _ in $(seq 200); do
-  status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/startup" || true)
-  [ "$status" = 200 ] && break
-  sleep 0.1
-done
-[ "$status" = 200 ] || { echo "the proxy did not start" >&2; exit 1; }
+wait_started "$admin_port"
 
 # One run: prints "SET <rps>" and "GET <rps>".
 run() {
@@ -117,7 +93,6 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round of $ROUNDS done" >&2
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo
 echo "redis-benchmark --cluster, 3 primaries over TLS, -c $CLIENTS -n $N, median of $ROUNDS interleaved rounds"
 echo "($(date -u +%F), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
