@@ -70,12 +70,7 @@ admin_port=$((BASE_PORT + 101))
   --listen "127.0.0.1:$proxy_port" --admin-listen "127.0.0.1:$admin_port" \
   --log-level warn &
 pids+=($!)
-for _ in $(seq 200); do
-  status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/startup" || true)
-  [ "$status" = 200 ] && break
-  sleep 0.1
-done
-[ "$status" = 200 ] || { echo "the proxy did not start" >&2; exit 1; }
+wait_started "$admin_port"
 
 # One run: prints "SET <rps>" and "GET <rps>".
 run() {

@@ -8,6 +8,9 @@
 #   ioredis and node-redis (npm, tests/clients/package-lock.json) into tests/clients/node_modules
 # `scripts/deps.sh --docker` installs only Debian's Docker engine (docker.io)
 # when dockerd is missing, for scripts/image-smoke.sh.
+# `scripts/deps.sh --bench` installs only what benches/compare.sh runs:
+# redis-server, redis-tools, openssl, and the two proxies it compares
+# against, haproxy and stunnel4 (all Debian's packages).
 # Idempotent and quiet: does nothing when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +44,19 @@ apt_install() {
 if [ "${1:-}" = "--docker" ]; then
   # scripts/image-smoke.sh: the Docker engine, from Debian's docker.io.
   command -v dockerd >/dev/null 2>&1 || apt_install "the image smoke runs containers" docker.io
+  exit 0
+fi
+
+if [ "${1:-}" = "--bench" ]; then
+  need=()
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  command -v redis-benchmark >/dev/null 2>&1 || need+=(redis-tools)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+  command -v stunnel4 >/dev/null 2>&1 || need+=(stunnel4)
+  if [ ${#need[@]} -gt 0 ]; then
+    apt_install "benches/compare.sh measures them side by side" --no-install-recommends "${need[@]}"
+  fi
   exit 0
 fi
 

@@ -1,6 +1,8 @@
 # shellcheck shell=bash
 # Sourced by the scripts that start servers: a scratch directory `$work`, and
-# the background processes they add to `pids`, both gone on exit.
+# the background processes they add to `pids`, both gone on exit; and the
+# helpers the benches share (pinning and the release build, certificates,
+# proxy readiness, medians).
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -47,8 +49,21 @@ mint_cert() {
     -CAcreateserial -extfile "$work/$name.cnf" -out "$work/$name.pem" 2>/dev/null
 }
 
-# median: the median of the numbers on stdin (by space or line).
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# median: the median of the numbers on stdin (by space or line); empty for
+# no numbers.
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # machine: the date and the machine, for under a benchmark table's title.
 machine() { echo "($(date -u +%F), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"; }
+
+# wait_started ADMIN_PORT: until the proxy's /startup says 200 (20 s), or fail.
+wait_started() {
+  local status=""
+  for _ in $(seq 200); do
+    status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/startup" || true)
+    [ "$status" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "the proxy with admin port $1 did not start" >&2
+  return 1
+}
