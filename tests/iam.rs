@@ -380,13 +380,7 @@ async fn rotating_container_credentials_keep_new_connections_authenticating() {
     };
     let (redis, emulator) = setup(&opts);
     let endpoint = CredentialsEndpoint::start(start).await;
-    let env = [
-        (
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("http://{}/v2/credentials", endpoint.addr),
-        ),
-        ("AWS_REGION", REGION.to_string()),
-    ];
+    let env = container_env(endpoint.addr);
     // At trace level too, the credentials the endpoint serves stay out of the log.
     let proxy = ProxyProcess::start(&emulator, &redis, &["--log-level", "trace"], &env);
     // Past the first credentials' expiry (12 s): every new connection still
@@ -571,6 +565,28 @@ const FLAKY_AKID: &str = "ASIAFLAKYEXAMPLE";
 const FLAKY_SECRET: &str = "flaky-secret-EXAMPLE";
 const FLAKY_SESSION: &str = "flaky-session-EXAMPLE";
 
+/// What the emulator accepts from the flaky endpoint: its STS credentials.
+fn flaky_credentials() -> Vec<AwsCreds> {
+    vec![AwsCreds {
+        access_key_id: FLAKY_AKID.into(),
+        secret_access_key: FLAKY_SECRET.into(),
+        session_token: Some(FLAKY_SESSION.into()),
+        expires_at: None,
+    }]
+}
+
+/// The environment that points the AWS SDK's chain at a container-credentials
+/// endpoint (as ECS and EKS Pod Identity set it).
+fn container_env(endpoint: SocketAddr) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{endpoint}/v2/credentials"),
+        ),
+        ("AWS_REGION", REGION.to_string()),
+    ]
+}
+
 /// A container-credentials endpoint whose behaviour a test switches.
 struct FlakyEndpoint {
     addr: SocketAddr,
@@ -642,23 +658,12 @@ impl FlakyEndpoint {
 /// endpoint serves good credentials the proxy recovers by itself.
 async fn credentials_endpoint_fault(serve: Serve, logged: &str) {
     let opts = EmulatorOptions {
-        credentials: vec![AwsCreds {
-            access_key_id: FLAKY_AKID.into(),
-            secret_access_key: FLAKY_SECRET.into(),
-            session_token: Some(FLAKY_SESSION.into()),
-            expires_at: None,
-        }],
+        credentials: flaky_credentials(),
         ..EmulatorOptions::default()
     };
     let (redis, emulator) = setup(&opts);
     let endpoint = FlakyEndpoint::start(serve).await;
-    let env = [
-        (
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("http://{}/v2/credentials", endpoint.addr),
-        ),
-        ("AWS_REGION", REGION.to_string()),
-    ];
+    let env = container_env(endpoint.addr);
     let proxy = ProxyProcess::start(&emulator, &redis, &["--log-level", "debug"], &env);
     // The first refresh fails (the SDK gives up on a slow endpoint after
     // its read timeout and retries).
@@ -738,12 +743,7 @@ async fn credentials_already_expired_are_refused_with_the_reason_then_recovers()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_any_log_line_metric_or_client_reply_under_faults() {
     let opts = EmulatorOptions {
-        credentials: vec![AwsCreds {
-            access_key_id: FLAKY_AKID.into(),
-            secret_access_key: FLAKY_SECRET.into(),
-            session_token: Some(FLAKY_SESSION.into()),
-            expires_at: None,
-        }],
+        credentials: flaky_credentials(),
         iam_auth_rate: 3,
         max_session_age: "3s".into(),
         ..EmulatorOptions::default()
@@ -752,14 +752,8 @@ async fn no_secret_in_any_log_line_metric_or_client_reply_under_faults() {
     // Short-lived credentials: the refresher fetches again every few seconds.
     let endpoint = FlakyEndpoint::start_valid_for(Serve::Good, 10).await;
     let relay = common::FaultRelay::start(emulator.addr).await;
-    let env = [
-        (
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("http://{}/v2/credentials", endpoint.addr),
-        ),
-        ("AWS_REGION", REGION.to_string()),
-        ("CACHE_PASSWORD", "app-secret-pw".to_string()),
-    ];
+    let mut env = container_env(endpoint.addr);
+    env.push(("CACHE_PASSWORD", "app-secret-pw".to_string()));
     let extra = [
         "--log-level",
         "trace",
@@ -868,13 +862,7 @@ async fn sts_credentials_expiring_under_live_sessions_never_cut_them() {
     };
     let (redis, emulator) = setup(&opts);
     let endpoint = CredentialsEndpoint::start(start).await;
-    let env = [
-        (
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("http://{}/v2/credentials", endpoint.addr),
-        ),
-        ("AWS_REGION", REGION.to_string()),
-    ];
+    let env = container_env(endpoint.addr);
     let extra = ["--max-session-age", "4s", "--reauth-after", "2s"];
     let proxy = ProxyProcess::start(&emulator, &redis, &extra, &env);
     let mut sessions = Vec::new();
