@@ -53,6 +53,11 @@ async fn metric(proxy: &Proxy, series: &str) -> f64 {
     common::metric(proxy.admin, series).await
 }
 
+/// The fault moved `series` exactly once.
+async fn counted_once(proxy: &Proxy, series: &str) {
+    assert_eq!(metric(proxy, series).await, 1.0, "{series}");
+}
+
 /// After a fault the proxy serves the next client as before.
 async fn still_serves(relay: &FaultRelay, proxy: SocketAddr) {
     relay.set(Fault::Pass);
@@ -91,10 +96,7 @@ async fn reset_early_in_a_reply_is_an_error_in_its_place() {
         String::from_utf8_lossy(&got),
         format!("{}\r\n", line(Kind::Io))
     );
-    assert_eq!(
-        metric(&proxy, r#"upstream_errors_total{kind="io"}"#).await,
-        1.0
-    );
+    counted_once(&proxy, r#"upstream_errors_total{kind="io"}"#).await;
     still_serves(&relay, proxy.addr).await;
 }
 
@@ -111,10 +113,7 @@ async fn reset_mid_stream_closes_after_the_bytes_relayed() {
         got.len()
     );
     assert!(whole.starts_with(&got), "not a prefix of the reply");
-    assert_eq!(
-        metric(&proxy, r#"upstream_errors_total{kind="io"}"#).await,
-        1.0
-    );
+    counted_once(&proxy, r#"upstream_errors_total{kind="io"}"#).await;
     still_serves(&relay, proxy.addr).await;
 }
 
@@ -143,10 +142,7 @@ async fn reset_mid_pipeline_delivers_what_came_then_one_error() {
     }
     assert_eq!(text(&c.read().await), line(Kind::Io));
     assert!(c.read_closed().await, "closed after the error");
-    assert_eq!(
-        metric(&proxy, r#"upstream_errors_total{kind="io"}"#).await,
-        1.0
-    );
+    counted_once(&proxy, r#"upstream_errors_total{kind="io"}"#).await;
     still_serves(&relay, proxy.addr).await;
 }
 
@@ -168,7 +164,7 @@ async fn reset_mid_auth_is_the_error_for_each_command() {
         assert!(reply.starts_with(&line(Kind::Io)), "{reply}");
     }
     let failed = r#"auth_attempts_total{method="password",outcome="failure"}"#;
-    assert_eq!(metric(&proxy, failed).await, 1.0);
+    counted_once(&proxy, failed).await;
     still_serves(&relay, proxy.addr).await;
 }
 
@@ -195,7 +191,7 @@ async fn a_stalled_auth_reply_is_an_auth_timeout_error() {
     let second = text(&c.cmd(&[b"GET", b"k"]).await);
     assert!(second.starts_with(&line(Kind::AuthTimeout)), "{second}");
     let counted = r#"upstream_errors_total{kind="auth_timeout"}"#;
-    assert_eq!(metric(&proxy, counted).await, 1.0);
+    counted_once(&proxy, counted).await;
     still_serves(&relay, proxy.addr).await;
 }
 
@@ -269,10 +265,7 @@ async fn a_black_holed_tls_upstream_times_out_the_handshake() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(
-        metric(&proxy, r#"upstream_errors_total{kind="tls_handshake"}"#).await,
-        1.0
-    );
+    counted_once(&proxy, r#"upstream_errors_total{kind="tls_handshake"}"#).await;
     still_serves(&relay, proxy.addr).await;
 }
 
@@ -356,6 +349,36 @@ async fn wave(proxy: SocketAddr) -> Vec<String> {
     replies
 }
 
+/// A cache that admits 5 IAM authentications a second, and an IAM proxy in
+/// front of it (`more` adds the fallback).
+async fn throttling(
+    more: impl FnOnce(&mut config::Args),
+) -> (RedisServer, common::Emulator, Proxy) {
+    let redis = RedisServer::start(common::backend_options());
+    let options = common::EmulatorOptions {
+        iam_auth_rate: 5,
+        ..common::EmulatorOptions::default()
+    };
+    let emulator = common::Emulator::start(&redis, &options);
+    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
+    more(&mut args);
+    let creds =
+        aws_credential_types::Credentials::new("AKIDTEST", "test-secret-key", None, None, "t");
+    let proxy = Proxy::start_with_credentials(args, "app-secret-pw", creds).await;
+    (redis, emulator, proxy)
+}
+
+/// How many of `replies` to `ACL WHOAMI` name the IAM user.
+fn iam_sessions(replies: &[String]) -> usize {
+    let iam = format!("${}", common::IAM_USER);
+    replies.iter().filter(|r| **r == iam).count()
+}
+
+/// IAM AUTHs the emulator saw: admitted and throttled.
+fn iam_auths(emulator: &common::Emulator) -> u64 {
+    emulator.stat("iam_auth_success_total") + emulator.stat("iam_auth_throttled_total")
+}
+
 /// Row: an IAM throttling storm. 200 clients connect at once to a cache
 /// that admits 5 IAM authentications a second. With the password as
 /// fallback every client is served: each connection tries IAM at most
@@ -363,32 +386,19 @@ async fn wave(proxy: SocketAddr) -> Vec<String> {
 /// and the next wave, inside the backoff, does not try IAM at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_iam_throttling_storm_falls_back_without_a_retry_storm() {
-    let redis = RedisServer::start(common::backend_options());
-    let emulator = common::Emulator::start(
-        &redis,
-        &common::EmulatorOptions {
-            iam_auth_rate: 5,
-            ..common::EmulatorOptions::default()
-        },
-    );
-    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
-    args.auth = Some(config::AuthMode::IamWithPasswordFallback);
-    args.password_user = Some("app".into());
-    args.password_env = Some(common::PASSWORD_ENV.into());
-    let creds =
-        aws_credential_types::Credentials::new("AKIDTEST", "test-secret-key", None, None, "t");
-    let proxy = Proxy::start_with_credentials(args, "app-secret-pw", creds).await;
+    let (_redis, emulator, proxy) = throttling(|args| {
+        args.auth = Some(config::AuthMode::IamWithPasswordFallback);
+        args.password_user = Some("app".into());
+        args.password_env = Some(common::PASSWORD_ENV.into());
+    })
+    .await;
 
     let first = wave(proxy.addr).await;
-    let iam = first
-        .iter()
-        .filter(|r| *r == &format!("${}", common::IAM_USER))
-        .count();
+    let iam = iam_sessions(&first);
     let password = first.iter().filter(|r| *r == "$app").count();
     assert_eq!(iam + password, 200, "every client served: {first:?}");
     assert!((1..=10).contains(&iam), "{iam} IAM sessions at 5/s");
-    let attempts =
-        emulator.stat("iam_auth_success_total") + emulator.stat("iam_auth_throttled_total");
+    let attempts = iam_auths(&emulator);
     assert!(
         attempts <= 200,
         "{attempts} IAM AUTHs for 200 connections: retried"
@@ -402,7 +412,7 @@ async fn an_iam_throttling_storm_falls_back_without_a_retry_storm() {
     // Inside the backoff: straight to the password, no IAM AUTH at all.
     let second = wave(proxy.addr).await;
     assert!(second.iter().all(|r| r == "$app"), "{second:?}");
-    let after = emulator.stat("iam_auth_success_total") + emulator.stat("iam_auth_throttled_total");
+    let after = iam_auths(&emulator);
     assert_eq!(after, attempts, "the second wave tried IAM");
     assert!(metric(&proxy, r#"auth_fallbacks_total{reason="backoff"}"#).await >= 200.0);
 }
@@ -411,23 +421,9 @@ async fn an_iam_throttling_storm_falls_back_without_a_retry_storm() {
 /// are told so, each command in turn; none is retried by the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_iam_throttling_storm_without_fallback_tells_the_throttled_clients() {
-    let redis = RedisServer::start(common::backend_options());
-    let emulator = common::Emulator::start(
-        &redis,
-        &common::EmulatorOptions {
-            iam_auth_rate: 5,
-            ..common::EmulatorOptions::default()
-        },
-    );
-    let args = Proxy::iam_args(&redis, emulator.addr.port());
-    let creds =
-        aws_credential_types::Credentials::new("AKIDTEST", "test-secret-key", None, None, "t");
-    let proxy = Proxy::start_with_credentials(args, "unused", creds).await;
+    let (_redis, emulator, proxy) = throttling(|_| {}).await;
     let replies = wave(proxy.addr).await;
-    let iam = replies
-        .iter()
-        .filter(|r| *r == &format!("${}", common::IAM_USER))
-        .count();
+    let iam = iam_sessions(&replies);
     let refused: Vec<&String> = replies.iter().filter(|r| r.starts_with("-")).collect();
     assert_eq!(iam + refused.len(), 200, "{replies:?}");
     assert!((1..=10).contains(&iam), "{iam}");
@@ -441,8 +437,7 @@ async fn an_iam_throttling_storm_without_fallback_tells_the_throttled_clients() 
         refused.iter().all(|r| r.contains("throttled")),
         "{refused:?}"
     );
-    let attempts =
-        emulator.stat("iam_auth_success_total") + emulator.stat("iam_auth_throttled_total");
+    let attempts = iam_auths(&emulator);
     assert_eq!(attempts, 200, "one IAM AUTH per connection");
     assert_eq!(
         metric(&proxy, "iam_authentication_throttled_total").await,
