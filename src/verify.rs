@@ -9,10 +9,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_config::BehaviorVersion;
-use aws_credential_types::{provider::ProvideCredentials, Credentials};
+use aws_credential_types::Credentials;
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::{
     auth::{token, Identity, Method},
@@ -191,22 +190,9 @@ async fn iam_identity(
     let (region, creds) = match credentials {
         Some(creds) => (iam.region.clone(), Ok(creds)),
         None => {
-            let mut loader = aws_config::defaults(BehaviorVersion::latest());
-            if let Some(region) = &iam.region {
-                loader = loader.region(aws_config::Region::new(region.clone()));
-            }
-            let sdk = loader.load().await;
+            let sdk = crate::auth::sdk_config(iam.region.as_deref()).await;
             let region = sdk.region().map(|r| r.to_string());
-            let creds = match sdk.credentials_provider() {
-                Some(p) => p.provide_credentials().await.map_err(|e| {
-                    format!(
-                        "no AWS credentials from the default chain (env, profile, web identity, ECS/EKS Pod Identity, IMDS): {}",
-                        crate::auth::DisplayErrorChain(&e)
-                    )
-                }),
-                None => Err("no AWS credentials provider could be configured".into()),
-            };
-            (region, creds)
+            (region, crate::auth::fetch_credentials(&sdk).await)
         }
     };
     let creds = match creds {
@@ -477,27 +463,13 @@ async fn command(
         stream.write_all(&out).await?;
         stream.flush().await?;
         let mut scanner = Scanner::new(Side::Reply, u64::MAX);
-        let mut scanned = 0;
-        loop {
-            if scanned < rest.len() {
-                let (n, done) = scanner
-                    .advance(&rest[scanned..])
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                scanned += n;
-                if done {
-                    return Ok(rest.split_to(scanned).to_vec());
-                }
-            }
-            if stream.read_buf(rest).await? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection",
-                ));
-            }
-        }
+        crate::session::read_reply(stream, &mut scanner, rest).await
     };
     match tokio::time::timeout(Duration::from_secs(10), exchange).await {
-        Ok(Ok(reply)) => Ok(reply),
+        Ok(Ok(reply)) => Ok(reply.to_vec()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err("the server closed the connection".into())
+        }
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("no reply within 10s".into()),
     }

@@ -93,24 +93,13 @@ pub async fn sign_once(
     serverless: bool,
     service: config::Service,
 ) -> Result<token::Token, String> {
-    use aws_credential_types::provider::ProvideCredentials;
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region));
-    }
-    let sdk = loader.load().await;
+    let sdk = sdk_config(region.as_deref()).await;
     let region = sdk
         .region()
         // The token command has only the flag, not the proxy's env and key.
         .ok_or("no AWS region: set --region or AWS_REGION, or a region in the AWS profile")?
         .to_string();
-    let provider = sdk
-        .credentials_provider()
-        .ok_or(SetupError::NoCredentials.to_string())?;
-    let creds = provider
-        .provide_credentials()
-        .await
-        .map_err(|e| format!("no AWS credentials: {}", DisplayErrorChain(&e)))?;
+    let creds = fetch_credentials(&sdk).await?;
     let params = token::Params {
         cache_name: cache_name.into(),
         user: user.into(),
@@ -119,6 +108,31 @@ pub async fn sign_once(
         serverless,
     };
     token::sign(&creds, &params, std::time::SystemTime::now()).map_err(|e| e.to_string())
+}
+
+/// The AWS SDK's configuration from its default chains, with `region` in
+/// place of the region chain when given.
+pub(crate) async fn sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
+    loader.load().await
+}
+
+/// One fetch from `sdk`'s credentials chain. The error names the providers
+/// tried, never a key.
+pub(crate) async fn fetch_credentials(
+    sdk: &aws_config::SdkConfig,
+) -> Result<aws_credential_types::Credentials, String> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let provider = sdk
+        .credentials_provider()
+        .ok_or(SetupError::NoCredentials.to_string())?;
+    provider
+        .provide_credentials()
+        .await
+        .map_err(|e| format!("no AWS credentials: {}", DisplayErrorChain(&e)))
 }
 
 /// Which provider of the chain the credentials came from, as the SDK marks
@@ -219,11 +233,7 @@ impl Provider {
                 metrics,
             ));
         };
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &iam.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        let sdk = loader.load().await;
+        let sdk = sdk_config(iam.region.as_deref()).await;
         let region = sdk.region().ok_or(SetupError::NoRegion)?.to_string();
         let credentials = sdk
             .credentials_provider()

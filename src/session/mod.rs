@@ -319,7 +319,7 @@ pub async fn read_topology(ctx: &Context) -> Result<(cluster::Kind, Bytes), Erro
 }
 
 /// Reads one complete reply frame, starting with what `rest` holds.
-async fn read_reply<S: AsyncRead + Unpin>(
+pub(crate) async fn read_reply<S: AsyncRead + Unpin>(
     stream: &mut S,
     scanner: &mut Scanner,
     rest: &mut BytesMut,
