@@ -243,11 +243,7 @@ impl Server {
         let mut sessions = JoinSet::new();
         let ids = AtomicU64::new(1);
         let mut backoff = Duration::from_millis(5);
-        // Accepts failed in a row (EMFILE and the like), whether that was
-        // logged, and when accepting last resumed.
-        let mut failed_accepts = 0u64;
-        let mut accept_warned = false;
-        let mut accepts_resumed: Option<Instant> = None;
+        let mut accept_failures = AcceptFailures::default();
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -268,29 +264,13 @@ impl Server {
             };
             let (client, peer, node) = match accepted {
                 Ok(c) => {
-                    if failed_accepts > 0 {
-                        if accept_warned {
-                            info!(failed_accepts, "accepting clients again");
-                            accept_warned = false;
-                        }
-                        failed_accepts = 0;
-                        accepts_resumed = Some(Instant::now());
-                    }
+                    accept_failures.accepted();
                     backoff = Duration::from_millis(5);
                     c
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: never fatal.
-                    // One line when it starts and one when it ends, also
-                    // while it flaps (each close frees one descriptor).
-                    let flapping = accepts_resumed.is_some_and(|t| t.elapsed() < ACCEPT_QUIET);
-                    if failed_accepts == 0 && !flapping {
-                        warn!(error = %e, "cannot accept clients: {}", accept_hint(&e));
-                        accept_warned = true;
-                    } else {
-                        debug!(error = %e, retry_in = ?backoff, "accept failed again");
-                    }
-                    failed_accepts += 1;
+                    accept_failures.failed(&e, backoff);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
@@ -393,6 +373,44 @@ impl Server {
 /// Accept failures this soon after accepting resumed continue the episode
 /// already logged.
 const ACCEPT_QUIET: Duration = Duration::from_secs(10);
+
+/// Failed accepts (EMFILE and the like), logged as one line when they
+/// start and one when accepting resumes, also while it flaps (each client
+/// that closes frees one descriptor, taken by the next accept).
+#[derive(Default)]
+struct AcceptFailures {
+    /// Failed in a row.
+    count: u64,
+    /// This episode's start was logged.
+    warned: bool,
+    /// When accepting last resumed.
+    resumed: Option<Instant>,
+}
+
+impl AcceptFailures {
+    fn failed(&mut self, e: &std::io::Error, retry_in: Duration) {
+        let flapping = self.resumed.is_some_and(|t| t.elapsed() < ACCEPT_QUIET);
+        if self.count == 0 && !flapping {
+            warn!(error = %e, "cannot accept clients: {}", accept_hint(e));
+            self.warned = true;
+        } else {
+            debug!(error = %e, ?retry_in, "accept failed again");
+        }
+        self.count += 1;
+    }
+
+    fn accepted(&mut self) {
+        if self.count == 0 {
+            return;
+        }
+        if self.warned {
+            info!(failed_accepts = self.count, "accepting clients again");
+            self.warned = false;
+        }
+        self.count = 0;
+        self.resumed = Some(Instant::now());
+    }
+}
 
 /// What a failed accept means for clients, and what to do about it.
 fn accept_hint(e: &std::io::Error) -> &'static str {
