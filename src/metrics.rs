@@ -112,7 +112,7 @@ pub struct Metrics {
     /// The warm pool: connections ready now; clients that took one (hits)
     /// or found none (misses); connections opened into it; and those
     /// discarded instead of handed out, by `reason`.
-    pub pool_size: IntGauge,
+    pub pool_connections: IntGauge,
     pub pool_hits: IntCounter,
     pub pool_misses: IntCounter,
     pub pool_refills: IntCounter,
@@ -296,7 +296,7 @@ impl Metrics {
                 "Bytes relayed, by direction.",
                 &["direction"]
             )),
-            pool_size: reg!(IntGauge::new(
+            pool_connections: reg!(IntGauge::new(
                 name("pool_connections"),
                 "Warm pool: authenticated upstream connections ready for new clients now."
             )),

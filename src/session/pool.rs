@@ -184,7 +184,7 @@ impl Pool {
     }
 
     fn publish(&self, ctx: &Context) {
-        ctx.metrics.pool_size.set(self.lock().len() as i64);
+        ctx.metrics.pool_connections.set(self.lock().len() as i64);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Warm>> {
