@@ -7,15 +7,15 @@ mod common;
 
 use std::{
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{atomic::Ordering, Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
 use aws_credential_types::Credentials;
 use common::{
-    backend_options, text, AwsCreds, Emulator, EmulatorOptions, Proxy, RedisServer, Resp, CACHE,
-    IAM_USER, REGION,
+    backend_options, text, AwsCreds, Emulator, EmulatorOptions, Proxy, ProxyProcess, RedisServer,
+    Resp, CACHE, IAM_USER, REGION,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -142,16 +142,6 @@ async fn wrong_secret_fails_in_iam_mode_and_falls_back_to_the_password() {
 
 // ---- the real binary on the real AWS credential chain ----
 
-/// A proxy process, killed on drop.
-struct ProxyProcess {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    /// Holds HOME and the log file (a pipe would fill up and stall the
-    /// proxy at trace level).
-    dir: tempfile::TempDir,
-}
-
 /// `GET path` over plain HTTP/1.1: (status, body).
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr)
@@ -174,95 +164,6 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map_or("", |(_, b)| b)
         .to_string();
     (status, body)
-}
-
-impl ProxyProcess {
-    /// Starts the binary with exactly `env` (plus PATH) and IAM flags for
-    /// the emulator; waits until it accepts connections.
-    fn start(
-        emulator: &Emulator,
-        redis: &RedisServer,
-        extra: &[&str],
-        env: &[(&str, String)],
-    ) -> ProxyProcess {
-        ProxyProcess::start_to(emulator.addr.port(), redis, extra, env)
-    }
-
-    /// As `start`, with `localhost:<upstream>` as the upstream (a relay in
-    /// front of the emulator, say).
-    fn start_to(
-        upstream: u16,
-        redis: &RedisServer,
-        extra: &[&str],
-        env: &[(&str, String)],
-    ) -> ProxyProcess {
-        let port = common::free_port();
-        let admin_port = common::free_port();
-        let home = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_elasticache-auth-proxy"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            // No ~/.aws of the machine running the tests, and no IMDS.
-            .env("HOME", home.path())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-            .args(["--upstream", &format!("localhost:{upstream}")])
-            .arg("--tls-ca-file")
-            .arg(&redis.certs.ca)
-            .args(["--iam-user", IAM_USER, "--cache-name", CACHE])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(home.path().join("stderr.log")).expect("log file"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn proxy");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        // Up when the admin server answers /liveness: probing the proxy port
-        // itself would open (and audit) a session. (/startup waits for a
-        // token, which some tests withhold on purpose.)
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(admin) {
-                use std::io::{Read, Write};
-                let _ =
-                    s.write_all(b"GET /liveness HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-                let mut reply = String::new();
-                let _ = s.read_to_string(&mut reply);
-                if reply.starts_with("HTTP/1.1 200") {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "proxy did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        ProxyProcess {
-            child,
-            addr,
-            admin,
-            dir: home,
-        }
-    }
-
-    /// The log so far, while it runs.
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    fn stderr(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,9 +87,24 @@ impl Emulator {
     /// Starts the emulator in front of `redis` (which needs `backend_options()`),
     /// serving TLS with the harness certificate for `localhost`.
     pub fn start(redis: &RedisServer, opts: &EmulatorOptions) -> Emulator {
+        Emulator::spawn(redis, opts, "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Kills this emulator (every connection through it drops at once, as
+    /// when a cache node restarts) and starts a new one with `opts` on the
+    /// same address. The counters start again from zero.
+    pub fn restart(&mut self, redis: &RedisServer, opts: &EmulatorOptions) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The old listener's port is free again once the process is reaped
+        // (tokio binds with SO_REUSEADDR, so TIME_WAIT does not block it).
+        *self = Emulator::spawn(redis, opts, self.addr);
+    }
+
+    fn spawn(redis: &RedisServer, opts: &EmulatorOptions, listen: SocketAddr) -> Emulator {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut toml = format!(
-            "listen = \"127.0.0.1:0\"\nstats-listen = \"127.0.0.1:0\"\nbackend = \"{}\"\n\
+            "listen = \"{listen}\"\nstats-listen = \"127.0.0.1:0\"\nbackend = \"{}\"\n\
              backend-password-env = \"EMULATOR_BACKEND_PASSWORD\"\ntls-cert = {:?}\ntls-key = {:?}\n\
              cache-name = \"{CACHE}\"\nregion = \"{REGION}\"\nserverless = {}\niam-users = [\"{IAM_USER}\"]\n\
              max-session-age = \"{}\"\niam-auth-rate = {}\nthrottle-reply = \"{}\"\n",

@@ -5,8 +5,9 @@
 //! Layout: `certs` (PKI on disk), `redis` (server process), `resp` (client
 //! framing), `clients` (real client libraries run as scripts), `cluster`
 //! (a TLS Redis Cluster), `emulator` (the IAM emulator), `fault` (a
-//! fault-injecting relay), `proxy` (the proxy in-process). This file holds
-//! the small free functions shared by them.
+//! fault-injecting relay), `process` (the proxy's binary as a child),
+//! `proxy` (the proxy in-process). This file holds the small free functions
+//! shared by them.
 //! Nothing here is global: every test owns its ports, files and processes.
 
 // Each test binary compiles this module and uses only part of it.
@@ -17,6 +18,7 @@ mod clients;
 mod cluster;
 mod emulator;
 mod fault;
+mod process;
 mod proxy;
 mod redis;
 mod resp;
@@ -45,6 +47,8 @@ pub use emulator::{
 };
 #[allow(unused_imports)] // Only the fault matrix injects faults.
 pub use fault::{At, Fault, FaultRelay};
+#[allow(unused_imports)] // Only tests that need a whole process run the binary.
+pub use process::ProxyProcess;
 #[allow(unused_imports)] // Not every test binary reads the password variable.
 pub use proxy::{Proxy, PASSWORD_ENV};
 pub use redis::{RedisOptions, RedisServer};
