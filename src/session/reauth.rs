@@ -376,6 +376,83 @@ impl Relay {
             }
         }
 
+        // 3b. Bound the overlap. A message published after the new
+        // connection subscribed and before the old one's UNSUBSCRIBE ran came
+        // on both. The new connection's answer to a PING sent now comes after
+        // every such message (the UNSUBSCRIBE ran before its confirmation was
+        // read above, and the PING runs after that), so the messages before
+        // it are the candidates: held, counted, and the PONG swallowed.
+        if !st.monitor && !st.subs.is_empty() {
+            let pong: &[u8] = if st.proto == 3 {
+                b"+PONG\r\n"
+            } else {
+                b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"
+            };
+            let mut ping = BytesMut::new();
+            resp::encode_command(&mut ping, &[&b"PING"[..]]);
+            let mut failed = nw
+                .write_all(&ping)
+                .await
+                .and(nw.flush().await)
+                .err()
+                .map(|e| format!("overlap PING write: {e}"));
+            'pong: while failed.is_none() {
+                loop {
+                    let (n, done) = match nscan.advance(&nbuf[npos..]) {
+                        Ok(step) => step,
+                        Err(e) => {
+                            failed = Some(e.0);
+                            break 'pong;
+                        }
+                    };
+                    npos += n;
+                    if !done {
+                        break;
+                    }
+                    let frame = nbuf.split_to(npos).freeze();
+                    npos = 0;
+                    if frame[..] == *pong {
+                        break 'pong;
+                    }
+                    held.push(frame);
+                }
+                reserve(&mut nbuf);
+                tokio::select! {
+                    r = nr.read_buf(&mut nbuf) => match r {
+                        Ok(n) if n > 0 => {}
+                        Ok(_) => failed = Some("the new connection closed".into()),
+                        Err(e) => failed = Some(e.to_string()),
+                    },
+                    r = self.to_client.write_to(cw), if self.to_client.busy() => r.map_err(End::ClientIo)?,
+                    () = tokio::time::sleep_until(deadline) => {
+                        failed = Some("no answer to the overlap PING in time".into());
+                    }
+                }
+            }
+            if let Some(why) = failed {
+                // The old connection no longer carries the subscriptions and
+                // the new one cannot be trusted to (or would relay our PONG
+                // later): deliver what came, then close, as a server that
+                // drops a subscriber does. Nothing is owed in this mode.
+                self.forward_replies();
+                for frame in held {
+                    self.to_client.push(frame);
+                }
+                warn!(
+                    conn = self.conn.id,
+                    reason = why,
+                    "the session's fresh connection failed while it was being moved; closing"
+                );
+                self.ctx
+                    .metrics
+                    .migrations
+                    .with_label_values(&["failure"])
+                    .inc();
+                self.closing = Some(End::Upstream(Error::upstream(Kind::Closed, why)));
+                return Ok(None);
+            }
+        }
+
         // 4. Switch: the new connection's held messages go out after the
         // old one's, and the relay reads the new connection from here on.
         self.forward_replies();
