@@ -1318,9 +1318,10 @@ impl Relay {
         });
     }
 
-    fn upstream_closed(&mut self) {
-        // ElastiCache closes an IAM connection at the session-age limit;
-        // seen from here that is a close at (about) that age.
+    /// Counts (and logs) a close of the current upstream connection that
+    /// came at about its session-age limit: ElastiCache closes an IAM
+    /// connection there, and seen from here that is a close at that age.
+    fn count_if_expired(&self) {
         let limit = self.ctx.limits.max_session_age;
         let slack = (limit / 100).max(Duration::from_secs(1));
         if self.method == Method::Iam && self.authed_at.elapsed() + slack >= limit {
@@ -1331,6 +1332,10 @@ impl Relay {
                 "the server closed the IAM connection at its session-age limit"
             );
         }
+    }
+
+    fn upstream_closed(&mut self) {
+        self.count_if_expired();
         if self.quit_sent {
             self.forward_replies();
             self.closing = Some(End::Quit);

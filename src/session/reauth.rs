@@ -498,7 +498,12 @@ impl Relay {
                 }
                 true
             }
-            _ => false,
+            _ => {
+                // Too late: the server cut the old connection before the
+                // move was done (what was published meanwhile is gone).
+                self.count_if_expired();
+                false
+            }
         }
     }
 
