@@ -507,7 +507,8 @@ struct Relay {
     stray_warned: bool,
     /// Why this connection may hold state that RESET does not clear (the
     /// client ran CLIENT SETINFO, NO-EVICT or NO-TOUCH, subscribed, or
-    /// replicated): it is never reused. Set when the command is sent, whatever its reply.
+    /// replicated): it is never reused. Set when the command is sent,
+    /// whatever its reply.
     tainted: Option<&'static str>,
     /// The client closed with nothing owed and the connection may go back
     /// to the warm pool: the upstream is not shut; the relay ends once what
@@ -1044,14 +1045,16 @@ impl Relay {
     /// command. `frame` is the original multibulk when there was one.
     fn command_with_args(&mut self, class: Class, args: &[Bytes], frame: Option<Bytes>) {
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
-        // CLIENT and SELECT are refined by their arguments (CLIENT's may
-        // make it NulInName).
+        // What RESET may not clear rules the connection out of reuse,
+        // whatever the server answers.
         if class == Class::Client && command::client_sets_info(&refs) {
             self.tainted = Some("client_setinfo");
         }
         if class == Class::Client && command::client_sets_no_evict_or_touch(&refs) {
             self.tainted = Some("client_no_evict");
         }
+        // CLIENT and SELECT are refined by their arguments (CLIENT's may
+        // make it NulInName).
         let class = match class {
             Class::Client => command::classify_client(&refs),
             Class::Cluster => command::classify_cluster(&refs),

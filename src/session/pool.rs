@@ -50,11 +50,10 @@ const PARALLEL: usize = 8;
 /// After a refill fails, wait this long (doubling to `RETRY_MAX`).
 const RETRY_BASE: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(30);
-/// With reuse on, after a client takes a connection and some are still
-/// ready, the refill waits this long for a session to hand one back before
-/// it opens a new one: a client that connects per request returns its
-/// connection within milliseconds, and a returned connection costs no
-/// TCP or TLS handshake. An empty pool refills at once.
+/// With reuse on, a connection taken less than this long ago may still come
+/// back: while some are ready, the refill does not replace it yet. A client
+/// that connects per request returns its connection within milliseconds,
+/// and a returned connection costs no TCP or TLS handshake.
 const RETURN_WAIT: Duration = Duration::from_secs(1);
 
 /// One ready connection.
@@ -72,8 +71,9 @@ pub struct Pool {
     size: usize,
     /// Sessions hand their connections back (`--pool-reuse`).
     reuse: bool,
-    /// When a client last took a connection (for `RETURN_WAIT`).
-    last_take: Mutex<Option<Instant>>,
+    /// When clients took connections not handed back since, oldest first,
+    /// for `RETURN_WAIT` (at most `size`; a return answers the oldest).
+    takes: Mutex<VecDeque<Instant>>,
     /// Oldest first: the one taken is the one closest to aging out.
     idle: Mutex<VecDeque<Warm>>,
     /// A connection was taken, discarded or handed back: look again.
@@ -85,7 +85,7 @@ impl Pool {
         Arc::new(Pool {
             size,
             reuse,
-            last_take: Mutex::new(None),
+            takes: Mutex::new(VecDeque::with_capacity(size)),
             idle: Mutex::new(VecDeque::with_capacity(size)),
             taken: Notify::new(),
         })
@@ -108,8 +108,6 @@ impl Pool {
                 self.publish(ctx);
                 return None;
             };
-            *self.last_take.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-            self.taken.notify_one();
             let reason = if warm.authed_at.elapsed() >= max_age {
                 Some("aged")
             } else {
@@ -117,11 +115,23 @@ impl Pool {
             };
             match reason {
                 None => {
+                    if self.reuse {
+                        // Its session may hand it back soon.
+                        let mut takes = self.takes();
+                        if takes.len() == self.size {
+                            takes.pop_front();
+                        }
+                        takes.push_back(Instant::now());
+                    }
+                    // Told after the take is on record, so that the refill
+                    // counts it as one that may come back.
+                    self.taken.notify_one();
                     ctx.metrics.pool_hits.inc();
                     self.publish(ctx);
                     return Some(warm);
                 }
                 Some(reason) => {
+                    self.taken.notify_one();
                     debug!(reason, "pooled connection discarded");
                     ctx.metrics.pool_discards.with_label_values(&[reason]).inc();
                 }
@@ -143,18 +153,18 @@ impl Pool {
         loop {
             self.retire_aged(&ctx);
             let ready = self.lock().len();
-            let returning = self.awaiting_return(ready);
-            if ready >= self.size || returning.is_some() {
+            let (awaited, next_expiry) = self.awaited();
+            let missing = to_open(self.size, ready, awaited);
+            if missing == 0 {
                 // Woken when one is taken or handed back, in time to retire
                 // the oldest, or when a return is no longer awaited.
                 let wait = Pool::max_age(&ctx).max(Duration::from_millis(100)) / 2;
-                let wait = returning.map_or(wait, |left| left.min(wait));
+                let wait = next_expiry.map_or(wait, |left| left.min(wait));
                 let _ = tokio::time::timeout(wait, self.taken.notified()).await;
                 continue;
             }
             // Up to `PARALLEL` at once: a burst of clients empties the pool
             // faster than one connection at a time could refill it.
-            let missing = self.size - self.lock().len();
             let mut opening = JoinSet::new();
             for _ in 0..missing.min(PARALLEL) {
                 let (ctx, conn) = (ctx.clone(), conn.clone());
@@ -217,16 +227,22 @@ impl Pool {
         self.reuse
     }
 
-    /// With reuse on, how much longer the refill waits for a connection to
-    /// be handed back: only while some are still ready (`ready` > 0) and a
-    /// client took one less than `RETURN_WAIT` ago.
-    fn awaiting_return(&self, ready: usize) -> Option<Duration> {
-        if !self.reuse || ready == 0 {
-            return None;
+    /// With reuse on, how many taken connections may still come back
+    /// (taken less than `RETURN_WAIT` ago), and when the next of them stops
+    /// being awaited. Forgets the older ones.
+    fn awaited(&self) -> (usize, Option<Duration>) {
+        let mut takes = self.takes();
+        while takes.front().is_some_and(|t| t.elapsed() >= RETURN_WAIT) {
+            takes.pop_front();
         }
-        let last = *self.last_take.lock().unwrap_or_else(|e| e.into_inner());
-        last.and_then(|t| RETURN_WAIT.checked_sub(t.elapsed()))
-            .filter(|left| !left.is_zero())
+        let next = takes
+            .front()
+            .map(|t| RETURN_WAIT.saturating_sub(t.elapsed()));
+        (takes.len(), next)
+    }
+
+    fn takes(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
+        self.takes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The tail of a session whose client closed cleanly with nothing owed
@@ -326,7 +342,8 @@ impl Pool {
             stream,
             method,
             rest: BytesMut::new(),
-            authed_at: Instant::now(),
+            // When the AUTH was sent: the server's window starts no earlier.
+            authed_at: started,
         };
         let refused = {
             let mut idle = self.lock();
@@ -342,6 +359,8 @@ impl Pool {
             close(warm.stream).await;
             return;
         }
+        // It answers the oldest take still awaited.
+        self.takes().pop_front();
         m.pool_reuses.inc();
         debug!(
             conn = conn.id,
@@ -389,6 +408,19 @@ impl Pool {
     }
 }
 
+/// How many connections the refill opens now: those missing from `size`
+/// with `ready` in the pool, less the `awaited` ones that may still come
+/// back; but an empty pool refills at once, since the next client would
+/// find nothing.
+fn to_open(size: usize, ready: usize, awaited: usize) -> usize {
+    let missing = size.saturating_sub(ready);
+    if ready == 0 {
+        missing
+    } else {
+        missing.saturating_sub(awaited)
+    }
+}
+
 /// Closes a connection that does not go back (TLS close_notify, bounded).
 async fn close(mut stream: Stream) {
     use tokio::io::AsyncWriteExt;
@@ -413,4 +445,33 @@ async fn unsound(stream: &mut Stream) -> Option<&'static str> {
         })
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_open;
+
+    #[test]
+    fn the_refill_leaves_room_for_connections_that_may_come_back() {
+        // (size, ready, awaited) -> opened now
+        let cases = [
+            ((4, 4, 0), 0),
+            ((4, 3, 0), 1),
+            ((4, 3, 1), 0),
+            ((4, 1, 2), 1),
+            ((4, 2, 3), 0),
+            // Empty: at once, whatever may come back.
+            ((4, 0, 4), 4),
+            ((1, 0, 1), 1),
+            // Reuse off: nothing is awaited.
+            ((8, 5, 0), 3),
+        ];
+        for ((size, ready, awaited), want) in cases {
+            assert_eq!(
+                to_open(size, ready, awaited),
+                want,
+                "{size} {ready} {awaited}"
+            );
+        }
+    }
 }
