@@ -548,3 +548,39 @@ async fn reused_iam_connections_reauthenticate_in_time() {
         0.0
     );
 }
+
+/// A reuse whose AUTH the server refuses (the password changed while the
+/// client was connected) closes the connection, counts the failed reuse
+/// and the failed AUTH, and nothing of it reaches a client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reuse_whose_auth_is_refused_is_discarded_and_counted() {
+    let redis = RedisServer::start(RedisOptions::default());
+    let proxy = pooled(&redis, 2, None).await;
+    reaches(&proxy, "pool_connections", 2.0).await;
+    let mut admin = direct(&redis).await;
+    let mut a = Resp::connect(proxy.addr).await;
+    let id = client_id(&mut a).await;
+    // The proxy's password no longer works for new AUTHs.
+    assert_eq!(
+        text(
+            &admin
+                .cmd(&[b"ACL", b"SETUSER", b"app", b"resetpass", b">rotated"])
+                .await
+        ),
+        "+OK"
+    );
+    assert_eq!(text(&a.cmd(&[b"PING"]).await), "+PONG");
+    drop(a);
+    let failed = r#"pool_discards_total{reason="reuse_failed"}"#;
+    reaches(&proxy, failed, 1.0).await;
+    assert!(
+        metric(
+            &proxy,
+            r#"auth_attempts_total{method="password",outcome="failure"}"#
+        )
+        .await
+            >= 1.0
+    );
+    assert_eq!(metric(&proxy, "pool_reuses_total").await, 0.0);
+    gone(&mut admin, id).await;
+}
