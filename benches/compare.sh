@@ -5,7 +5,7 @@
 #   tls      straight to the TLS port (the reference: what a TLS client pays)
 #   plain    straight to a plain port of the same server (the raw limit)
 #   proxy    this proxy, password mode, warm pool off
-#   pool     this proxy, password mode, --pool-size $POOL_SIZE
+#   pool     this proxy, password mode, --pool-size $POOL_SIZE (reuse on, its default)
 #   haproxy  haproxy, mode tcp, `server ... ssl verify required`
 #   stunnel  stunnel4 in client mode
 # It prints one table: req/s, p50/p99 (medians over the rounds), the ratio
@@ -190,9 +190,9 @@ workload_args() { # WORKLOAD -> redis-benchmark arguments; sets n and tests
 
 # One case: appends "workload path test rps p50 p99 srv_us prx_us" lines to
 # $work/results, and counts its error lines.
-declare -A errors=() hits=() misses=()
+declare -A errors=() hits=() misses=() reuses=()
 run_case() {
-  local wl=$1 path=$2 args out=$work/case.csv err=$work/case.err s0 s1 x0="" x1="" rc=0 h0 m0
+  local wl=$1 path=$2 args out=$work/case.csv err=$work/case.err s0 s1 x0="" x1="" rc=0 h0 m0 r0
   if [ "$path" = pool ]; then
     for _ in $(seq 200); do
       [ "$(pool_counter connections)" = "$POOL_SIZE" ] && break
@@ -200,6 +200,7 @@ run_case() {
     done
     h0=$(pool_counter hits_total)
     m0=$(pool_counter misses_total)
+    r0=$(pool_counter reuses_total)
   fi
   workload_args "$wl" >/dev/null
   args=$(workload_args "$wl")
@@ -218,6 +219,7 @@ run_case() {
   if [ "$path" = pool ]; then
     hits[$wl]=$((${hits[$wl]:-0} + $(pool_counter hits_total) - h0))
     misses[$wl]=$((${misses[$wl]:-0} + $(pool_counter misses_total) - m0))
+    reuses[$wl]=$((${reuses[$wl]:-0} + $(pool_counter reuses_total) - r0))
   fi
   awk -F'"' -v wl="$wl" -v path="$path" -v hz="$clk" -v req=$((n * tests)) \
     -v s0="$s0" -v s1="$s1" -v x0="$x0" -v x1="$x1" '
@@ -345,8 +347,9 @@ if [ "$IDLE" -gt 0 ]; then
 fi
 echo
 if [[ " $PATHS " == *" pool "* ]]; then
-  echo "warm pool, hits / misses over the rounds (a miss connects on the client's path):"
-  for wl in $WORKLOADS; do echo "  $wl: ${hits[$wl]:-0} / ${misses[$wl]:-0}"; done
+  echo "warm pool, hits / misses / reuses over the rounds (a miss connects on the client's path;"
+  echo "a reuse is a connection whose client left, back in the pool after RESET + AUTH):"
+  for wl in $WORKLOADS; do echo "  $wl: ${hits[$wl]:-0} / ${misses[$wl]:-0} / ${reuses[$wl]:-0}"; done
 fi
 for path in $PATHS; do
   echo "error lines from redis-benchmark, $path: ${errors[$path]:-0}"

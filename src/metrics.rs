@@ -33,7 +33,13 @@ pub mod labels {
     /// `direction` of `bytes_total`.
     pub const DIRECTIONS: &[&str] = &["to_upstream", "to_client"];
     /// `reason` of `pool_discards_total`: as `session::pool`.
-    pub const POOL_DISCARDS: &[&str] = &["aged", "closed", "unexpected_data"];
+    pub const POOL_DISCARDS: &[&str] = &[
+        "aged",
+        "closed",
+        "unexpected_data",
+        "reuse_refused",
+        "reuse_failed",
+    ];
     /// `kind` of `upstream_tls_handshakes_total`: as `upstream::Handshake::as_str`.
     pub const HANDSHAKES: &[&str] = &["full", "resumed"];
 }
@@ -111,12 +117,15 @@ pub struct Metrics {
     pub bytes: IntCounterVec,
     /// The warm pool: connections ready now; clients that took one (hits)
     /// or found none (misses); connections opened into it; and those
-    /// discarded instead of handed out, by `reason`.
+    /// discarded instead of handed out (or instead of being reused), by
+    /// `reason`; connections whose client left that went back after RESET
+    /// and AUTH (reuses).
     pub pool_connections: IntGauge,
     pub pool_hits: IntCounter,
     pub pool_misses: IntCounter,
     pub pool_refills: IntCounter,
     pub pool_discards: IntCounterVec,
+    pub pool_reuses: IntCounter,
 }
 
 impl Metrics {
@@ -314,8 +323,12 @@ impl Metrics {
             )),
             pool_discards: reg!(counter_vec(
                 "pool_discards_total",
-                "Warm pool: connections discarded instead of handed out, by reason (aged, closed, unexpected_data).",
+                "Warm pool: connections discarded instead of handed out or reused, by reason (aged, closed, unexpected_data; reuse_refused: the client left something owed or state RESET may not clear; reuse_failed: RESET or AUTH not answered exactly as expected).",
                 &["reason"]
+            )),
+            pool_reuses: reg!(counter(
+                "pool_reuses_total",
+                "Warm pool: connections whose client left cleanly, returned to the pool after RESET and a fresh AUTH."
             )),
             registry,
         };

@@ -124,7 +124,8 @@ impl Server {
             health: health.clone(),
             cluster: topology,
             route: cfg.route.clone(),
-            pool: (cfg.pool_size > 0).then(|| session::pool::Pool::new(cfg.pool_size)),
+            pool: (cfg.pool_size > 0)
+                .then(|| session::pool::Pool::new(cfg.pool_size, cfg.pool_reuse)),
         });
         let tcp = TcpListener::bind(cfg.listen)
             .await

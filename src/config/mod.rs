@@ -15,7 +15,8 @@ use std::{
 };
 
 pub use value::{
-    AuthMode, ByteSize, HumanDuration, LogFormat, LogLevel, PortRange, Service, UnixMode, Upstream,
+    AuthMode, ByteSize, HumanDuration, LogFormat, LogLevel, PortRange, Service, Switch, UnixMode,
+    Upstream,
 };
 
 use crate::auth::Secret;
@@ -132,6 +133,8 @@ settings! {
     #[arg(help_heading = "Limits and timeouts", value_name = "N")] max_connections: usize,
     /// Warm pool: keep this many upstream connections connected, TLS-established and authenticated, so a new client takes one at once; 0 = off [default: 0]
     #[arg(help_heading = "Limits and timeouts", value_name = "N")] pool_size: usize,
+    /// Warm pool: a connection whose client left cleanly with nothing owed goes back to the pool after RESET and a fresh AUTH, both replies checked [default: on with --pool-size]
+    #[arg(help_heading = "Limits and timeouts", value_name = "on|off")] pool_reuse: Switch,
     /// Deadline for upstream TCP connect plus TLS handshake [default: 5s]
     #[arg(help_heading = "Limits and timeouts", value_name = "DURATION")] connect_timeout: HumanDuration,
     /// Deadline for the upstream's reply to AUTH [default: 5s]
@@ -260,6 +263,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Warm upstream connections kept ready; 0 = no pool.
     pub pool_size: usize,
+    /// A session whose client left cleanly with nothing owed returns its
+    /// connection to the pool (after RESET + AUTH); never without a pool.
+    pub pool_reuse: bool,
     /// TCP connect plus TLS handshake.
     pub connect_timeout: Duration,
     pub auth_timeout: Duration,
@@ -830,6 +836,7 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
         .map(|(secret, _)| secret),
         max_connections: a.max_connections.unwrap_or(10_000),
         pool_size: a.pool_size.unwrap_or(0),
+        pool_reuse: pool_reuse(&a)?,
         connect_timeout,
         auth_timeout,
         drain_timeout: timeout(a.drain_timeout, 30),
@@ -847,6 +854,20 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
         route: None,
         routes: Vec::new(),
     })
+}
+
+/// Whether sessions return their connections to the warm pool: on by
+/// default with a pool; asking for it without one is a mistake worth saying.
+fn pool_reuse(a: &Args) -> Result<bool, Error> {
+    let pool = a.pool_size.unwrap_or(0) > 0;
+    match a.pool_reuse {
+        Some(Switch::On) if !pool => Err(invalid(
+            "pool_reuse",
+            "only applies with --pool-size above 0",
+        )),
+        Some(switch) => Ok(switch == Switch::On),
+        None => Ok(pool),
+    }
 }
 
 /// Cluster mode's settings; they need `--cluster`.

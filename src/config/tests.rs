@@ -251,7 +251,7 @@ fn example_documents_every_key() {
             "{key} in example.toml"
         );
     }
-    assert_eq!(Args::KEYS.len(), 36);
+    assert_eq!(Args::KEYS.len(), 37);
     assert!(Args::KEYS.contains(&"tls-client-cert") && Args::KEYS.contains(&"no-tls"));
 }
 
@@ -647,4 +647,31 @@ fn example_route_block_loads() {
     assert_eq!(reader.route.as_deref(), Some("reader"));
     assert!(reader.auth.iam.as_ref().is_some_and(|i| i.serverless));
     assert_eq!(reader.auth.mode, AuthMode::Iam);
+}
+
+/// `--pool-reuse` follows the pool unless set, reads `on`/`off` from a flag,
+/// the environment and the file alike, and is refused without a pool.
+#[test]
+fn pool_reuse_defaults_to_the_pool_and_is_read_from_every_layer() {
+    let base = "--upstream cache.example.com:6379 --password-env PW";
+    let reuse = |argv: &str, env: &[(&str, &str)], file: Option<&str>| {
+        load(&format!("{base} {argv}"), env, file).map(|c| c.pool_reuse)
+    };
+    assert!(!reuse("", &[], None).unwrap(), "no pool, no reuse");
+    assert!(reuse("--pool-size 4", &[], None).unwrap(), "on with a pool");
+    assert!(!reuse("--pool-size 4 --pool-reuse off", &[], None).unwrap());
+    let env = [("ELASTICACHE_AUTH_PROXY_POOL_REUSE", "off")];
+    assert!(!reuse("--pool-size 4", &env, None).unwrap());
+    let file = "pool-size = 4\npool-reuse = \"off\"\n";
+    assert!(!reuse("--config {dir}/config.toml", &[], Some(file)).unwrap());
+    // The flag wins over the file.
+    assert!(reuse(
+        "--config {dir}/config.toml --pool-reuse on",
+        &[],
+        Some(file)
+    )
+    .unwrap());
+    let err = reuse("--pool-reuse on", &[], None).unwrap_err().to_string();
+    assert!(err.contains("--pool-size"), "{err}");
+    assert!(flags(&format!("{base} --pool-size 4 --pool-reuse maybe")).is_err());
 }

@@ -232,7 +232,7 @@ macro_rules! from_str_via_value_enum {
         }
     )*};
 }
-from_str_via_value_enum!(AuthMode, LogFormat, Service);
+from_str_via_value_enum!(AuthMode, LogFormat, Service, Switch);
 
 /// How the proxy authenticates to the upstream.
 #[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +278,14 @@ impl Service {
             Service::Memorydb => "memorydb",
         }
     }
+}
+
+/// A feature turned on or off (`on` / `off`).
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// Log output format.

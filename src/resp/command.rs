@@ -232,6 +232,23 @@ pub fn classify_client(args: &[&[u8]]) -> Class {
     }
 }
 
+/// Whether `CLIENT ...` (all its arguments, name included) is `CLIENT
+/// SETINFO`: the library name and version it sets survive RESET (Redis
+/// 7.2), so a connection that ran it is not reused. Compared as Redis
+/// compares subcommand names, up to a NUL, so `SETINFO\0x` counts too.
+pub fn client_sets_info(args: &[&[u8]]) -> bool {
+    args.get(1)
+        .is_some_and(|sub| c_eq_ignore_case(sub, b"setinfo"))
+}
+
+/// Whether `CLIENT ...` is `CLIENT NO-EVICT` or `CLIENT NO-TOUCH`: Redis
+/// 7.0's RESET keeps NO-EVICT (only 7.2 clears both), so a connection that
+/// ran either is not reused.
+pub fn client_sets_no_evict_or_touch(args: &[&[u8]]) -> bool {
+    args.get(1)
+        .is_some_and(|sub| c_eq_ignore_case(sub, b"no-evict") || c_eq_ignore_case(sub, b"no-touch"))
+}
+
 /// Refines `SELECT ...` given all its arguments (name included).
 pub fn classify_select(args: &[&[u8]]) -> Class {
     match args {
@@ -394,6 +411,32 @@ mod tests {
         ];
         for (args, want) in cases {
             assert_eq!(classify_client(args), *want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn client_setinfo_is_told_apart() {
+        let cases: &[(&[&[u8]], bool)] = &[
+            (&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"redis-py"], true),
+            (&[b"client", b"setinfo", b"lib-ver", b"5.0"], true),
+            (&[b"client", b"SetInfo"], true),
+            (&[b"client", b"setinfo\0x", b"lib-name", b"x"], true),
+            (&[b"client", b"setname", b"x"], false),
+            (&[b"client", b"info"], false),
+            (&[b"client"], false),
+        ];
+        for (args, want) in cases {
+            assert_eq!(client_sets_info(args), *want, "{args:?}");
+        }
+        let cases: &[(&[&[u8]], bool)] = &[
+            (&[b"CLIENT", b"NO-EVICT", b"on"], true),
+            (&[b"client", b"no-touch", b"ON"], true),
+            (&[b"client", b"No-Evict\0", b"off"], true),
+            (&[b"client", b"no-evicted", b"on"], false),
+            (&[b"client", b"setname", b"no-evict"], false),
+        ];
+        for (args, want) in cases {
+            assert_eq!(client_sets_no_evict_or_touch(args), *want, "{args:?}");
         }
     }
 

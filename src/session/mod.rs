@@ -235,7 +235,35 @@ where
         relay.set_local_authed(true);
     }
     relay.cbuf = first;
-    relay.run(client, upstream).await
+    let end = relay.run(client, upstream).await;
+    let kept = relay.kept.take();
+    let (ctx, conn) = (relay.ctx.clone(), relay.conn.clone());
+    // The session's gauges go now: what follows is the pool's.
+    drop(relay);
+    if let Some(pool) = ctx
+        .pool
+        .as_ref()
+        .filter(|p| p.reuses() && conn.node.is_none())
+    {
+        match kept {
+            // The client has gone and was owed nothing: the tail of the
+            // session makes the connection fresh for the next one.
+            Some(stream) => pool.give_back(&ctx, &conn, stream).await,
+            // A client that left something owed, or made a protocol error.
+            None if matches!(
+                end,
+                End::ClientClosed | End::ClientProtocol | End::ClientIo(_)
+            ) && !*ctx.drain.borrow() =>
+            {
+                ctx.metrics
+                    .pool_discards
+                    .with_label_values(&["reuse_refused"])
+                    .inc();
+            }
+            None => {}
+        }
+    }
+    end
 }
 
 /// Opens and authenticates one upstream connection as a session would,
@@ -477,6 +505,19 @@ struct Relay {
     /// (always true when none is set).
     local_authed: bool,
     stray_warned: bool,
+    /// Why this connection may hold state that RESET does not clear (the
+    /// client ran CLIENT SETINFO, NO-EVICT or NO-TOUCH, subscribed, or
+    /// replicated): it is never reused. Set when the command is sent,
+    /// whatever its reply.
+    tainted: Option<&'static str>,
+    /// The client closed with nothing owed and the connection may go back
+    /// to the warm pool: the upstream is not shut; the relay ends once what
+    /// is queued for the client is written (any server byte meanwhile
+    /// cancels it).
+    keep_upstream: bool,
+    /// The upstream connection, whole again, when the relay ended with it
+    /// kept for reuse.
+    kept: Option<Stream>,
 }
 
 impl Relay {
@@ -530,6 +571,9 @@ impl Relay {
             draining: false,
             local_authed,
             stray_warned: false,
+            tainted: None,
+            keep_upstream: false,
+            kept: None,
         }
     }
 
@@ -559,6 +603,8 @@ impl Relay {
         let hold_sleep = tokio::time::sleep(Duration::MAX / 4);
         tokio::pin!(hold_sleep);
         let mut drain = self.ctx.drain.clone();
+        // The relay ended with the connection kept for the warm pool.
+        let mut reuse = false;
         if !self.ubuf.is_empty() {
             if let Err(e) = self.on_upstream_bytes() {
                 self.fail(e);
@@ -586,8 +632,18 @@ impl Relay {
             if self.closing.is_some() && !self.to_client.busy() {
                 break self.closing.take().expect("checked just above");
             }
+            if self.keep_upstream && self.closing.is_none() && !self.to_client.busy() {
+                // Everything the client was owed is written: the connection
+                // is as the client left it, unless something changed since.
+                if self.ubuf.is_empty() && self.reuse_refusal().is_none() {
+                    reuse = true;
+                    break End::ClientClosed;
+                }
+                self.keep_upstream = false;
+            }
             if self.finishing.is_some()
                 && !self.up_shut
+                && !self.keep_upstream
                 && !self.to_up.busy()
                 && self.closing.is_none()
             {
@@ -655,6 +711,9 @@ impl Relay {
                         Ok(0) => self.upstream_closed(),
                         Ok(n) => {
                             self.bytes_down.inc_by(n as u64);
+                            // Nothing was asked of the server after the
+                            // client left: a byte from it is a doubt.
+                            self.keep_upstream = false;
                             if self.finishing.is_some() {
                                 // Still delivering owed replies: not stuck.
                                 close_sleep
@@ -674,7 +733,10 @@ impl Relay {
                     match r {
                         // Like Redis: a client that closes gets no more
                         // replies, but what it sent is still run.
-                        Ok(0) => self.finishing = Some(End::ClientClosed),
+                        Ok(0) => {
+                            self.finishing = Some(End::ClientClosed);
+                            self.keep_upstream = self.wants_reuse();
+                        }
                         Ok(n) => {
                             self.bytes_up.inc_by(n as u64);
                             if !idle.is_zero() {
@@ -706,8 +768,65 @@ impl Relay {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), cw.shutdown()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), uw.shutdown()).await;
+        if reuse {
+            // Both halves come from the one split of the current stream
+            // (a migration replaces both), so they join again.
+            self.kept = Some(ur.unsplit(uw));
+        } else {
+            let _ = tokio::time::timeout(Duration::from_secs(1), uw.shutdown()).await;
+        }
         end
+    }
+
+    /// Whether this session's connection goes back to the warm pool now
+    /// that its client closed: reuse is on, this is the main listener, the
+    /// proxy is not draining, and nothing is owed or left behind.
+    fn wants_reuse(&self) -> bool {
+        if !self.ctx.pool.as_ref().is_some_and(|p| p.reuses())
+            || self.conn.node.is_some()
+            || *self.ctx.drain.borrow()
+        {
+            return false;
+        }
+        match self.reuse_refusal() {
+            None => true,
+            Some(why) => {
+                debug!(conn = self.conn.id, why, "connection not reused");
+                false
+            }
+        }
+    }
+
+    /// Why the connection cannot be reused as it stands; `None`: the client
+    /// left it with nothing owed and in a state RESET fully clears. Any
+    /// doubt refuses.
+    fn reuse_refusal(&self) -> Option<&'static str> {
+        let st = self.ledger.state();
+        if let Some(why) = self.tainted {
+            Some(why)
+        } else if !self.ledger.is_empty() || !self.proxy_auths.is_empty() {
+            // A reply outstanding: a pipeline, a blocked command, a re-auth.
+            Some("reply_outstanding")
+        } else if self.cstream || self.ustream || !self.cbuf.is_empty() || self.to_up.busy() {
+            Some("partial_frame")
+        } else if self.raw
+            || self.sync_wait
+            || self.quit_sent
+            || self.closing.is_some()
+            || self.close_when_settled.is_some()
+        {
+            Some("closing")
+        } else if st.multi || self.send_multi {
+            Some("multi")
+        } else if st.monitor {
+            Some("monitor")
+        } else if !st.subs.is_empty() {
+            Some("subscribed")
+        } else if st.reply != resp::ReplyMode::On {
+            Some("reply_off")
+        } else {
+            None
+        }
     }
 
     /// Whether the relay takes more client commands now. Stopped while the
@@ -926,6 +1045,14 @@ impl Relay {
     /// command. `frame` is the original multibulk when there was one.
     fn command_with_args(&mut self, class: Class, args: &[Bytes], frame: Option<Bytes>) {
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+        // What RESET may not clear rules the connection out of reuse,
+        // whatever the server answers.
+        if class == Class::Client && command::client_sets_info(&refs) {
+            self.tainted = Some("client_setinfo");
+        }
+        if class == Class::Client && command::client_sets_no_evict_or_touch(&refs) {
+            self.tainted = Some("client_no_evict");
+        }
         // CLIENT and SELECT are refined by their arguments (CLIENT's may
         // make it NulInName).
         let class = match class {
@@ -1009,7 +1136,14 @@ impl Relay {
         };
         self.ledger.push(class.into());
         match class {
-            Class::Sync => self.sync_wait = true,
+            // Another connection may name this one by id (CLIENT TRACKING
+            // REDIRECT to a subscriber of `__redis__:invalidate`): once it
+            // subscribed, the connection does not outlive its client.
+            Class::Sub { unsub: false, .. } => self.tainted = Some("subscribed"),
+            Class::Sync => {
+                self.sync_wait = true;
+                self.tainted = Some("replication");
+            }
             Class::Quit => self.quit_sent = true,
             Class::Multi => self.send_multi = true,
             Class::Exec | Class::Discard => self.send_multi = false,

@@ -9,6 +9,12 @@
 //! re-authenticates in time. Anything else is discarded and counted. The
 //! session that takes one keeps the time of its AUTH, so re-authentication
 //! runs on the AUTH's schedule, not the client's.
+//!
+//! With reuse on (`--pool-reuse`), a session whose client closed cleanly
+//! with nothing owed hands its connection back ([`Pool::give_back`]): the
+//! connection is sent `RESET` and a fresh `AUTH`, and goes back only if
+//! both replies are exactly right. The session decides "nothing owed"; this
+//! module does the exchange, its audit and its counting.
 
 use std::{
     collections::VecDeque,
@@ -26,8 +32,15 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use super::{open::open, Conn, Context};
-use crate::{auth::Method, upstream::Stream};
+use super::{
+    open::{open, record_attempt},
+    Conn, Context,
+};
+use crate::{
+    auth::Method,
+    error::{Error, Kind},
+    upstream::Stream,
+};
 
 /// The oldest a pooled connection may be, whatever the session age: the
 /// server may drop idle connections, and credentials rotate.
@@ -37,6 +50,11 @@ const PARALLEL: usize = 8;
 /// After a refill fails, wait this long (doubling to `RETRY_MAX`).
 const RETRY_BASE: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// With reuse on, a connection taken less than this long ago may still come
+/// back: while some are ready, the refill does not replace it yet. A client
+/// that connects per request returns its connection within milliseconds,
+/// and a returned connection costs no TCP or TLS handshake.
+const RETURN_WAIT: Duration = Duration::from_secs(1);
 
 /// One ready connection.
 pub struct Warm {
@@ -51,16 +69,23 @@ pub struct Warm {
 /// The pool of one upstream endpoint.
 pub struct Pool {
     size: usize,
+    /// Sessions hand their connections back (`--pool-reuse`).
+    reuse: bool,
+    /// When clients took connections not handed back since, oldest first,
+    /// for `RETURN_WAIT` (at most `size`; a return answers the oldest).
+    takes: Mutex<VecDeque<Instant>>,
     /// Oldest first: the one taken is the one closest to aging out.
     idle: Mutex<VecDeque<Warm>>,
-    /// A connection was taken (or discarded): refill.
+    /// A connection was taken, discarded or handed back: look again.
     taken: Notify,
 }
 
 impl Pool {
-    pub fn new(size: usize) -> Arc<Pool> {
+    pub fn new(size: usize, reuse: bool) -> Arc<Pool> {
         Arc::new(Pool {
             size,
+            reuse,
+            takes: Mutex::new(VecDeque::with_capacity(size)),
             idle: Mutex::new(VecDeque::with_capacity(size)),
             taken: Notify::new(),
         })
@@ -83,7 +108,6 @@ impl Pool {
                 self.publish(ctx);
                 return None;
             };
-            self.taken.notify_one();
             let reason = if warm.authed_at.elapsed() >= max_age {
                 Some("aged")
             } else {
@@ -91,11 +115,23 @@ impl Pool {
             };
             match reason {
                 None => {
+                    if self.reuse {
+                        // Its session may hand it back soon.
+                        let mut takes = self.takes();
+                        if takes.len() == self.size {
+                            takes.pop_front();
+                        }
+                        takes.push_back(Instant::now());
+                    }
+                    // Told after the take is on record, so that the refill
+                    // counts it as one that may come back.
+                    self.taken.notify_one();
                     ctx.metrics.pool_hits.inc();
                     self.publish(ctx);
                     return Some(warm);
                 }
                 Some(reason) => {
+                    self.taken.notify_one();
                     debug!(reason, "pooled connection discarded");
                     ctx.metrics.pool_discards.with_label_values(&[reason]).inc();
                 }
@@ -116,15 +152,19 @@ impl Pool {
         let mut failures = 0u32;
         loop {
             self.retire_aged(&ctx);
-            if self.lock().len() >= self.size {
-                // Woken when one is taken, or in time to retire the oldest.
-                let wait = Pool::max_age(&ctx).max(Duration::from_millis(100));
-                let _ = tokio::time::timeout(wait / 2, self.taken.notified()).await;
+            let ready = self.lock().len();
+            let (awaited, next_expiry) = self.awaited();
+            let missing = to_open(self.size, ready, awaited);
+            if missing == 0 {
+                // Woken when one is taken or handed back, in time to retire
+                // the oldest, or when a return is no longer awaited.
+                let wait = Pool::max_age(&ctx).max(Duration::from_millis(100)) / 2;
+                let wait = next_expiry.map_or(wait, |left| left.min(wait));
+                let _ = tokio::time::timeout(wait, self.taken.notified()).await;
                 continue;
             }
             // Up to `PARALLEL` at once: a burst of clients empties the pool
             // faster than one connection at a time could refill it.
-            let missing = self.size - self.lock().len();
             let mut opening = JoinSet::new();
             for _ in 0..missing.min(PARALLEL) {
                 let (ctx, conn) = (ctx.clone(), conn.clone());
@@ -146,8 +186,24 @@ impl Pool {
                 match done {
                     Ok(Ok(warm)) => {
                         failures = 0;
-                        ctx.metrics.pool_refills.inc();
-                        self.lock().push_back(warm);
+                        // A connection handed back meanwhile may have
+                        // filled the pool: it never holds more than its size.
+                        let spare = {
+                            let mut idle = self.lock();
+                            if idle.len() < self.size {
+                                idle.push_back(warm);
+                                None
+                            } else {
+                                Some(warm)
+                            }
+                        };
+                        match spare {
+                            None => ctx.metrics.pool_refills.inc(),
+                            Some(warm) => {
+                                debug!("pool already full: closing the connection just opened");
+                                close(warm.stream).await;
+                            }
+                        }
                         self.publish(&ctx);
                     }
                     Ok(Err(e)) => failed = Some(e),
@@ -164,6 +220,166 @@ impl Pool {
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+
+    /// Whether sessions hand their connections back (`--pool-reuse`).
+    pub fn reuses(&self) -> bool {
+        self.reuse
+    }
+
+    /// With reuse on, how many taken connections may still come back
+    /// (taken less than `RETURN_WAIT` ago), and when the next of them stops
+    /// being awaited. Forgets the older ones.
+    fn awaited(&self) -> (usize, Option<Duration>) {
+        let mut takes = self.takes();
+        while takes.front().is_some_and(|t| t.elapsed() >= RETURN_WAIT) {
+            takes.pop_front();
+        }
+        let next = takes
+            .front()
+            .map(|t| RETURN_WAIT.saturating_sub(t.elapsed()));
+        (takes.len(), next)
+    }
+
+    fn takes(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
+        self.takes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tail of a session whose client closed cleanly with nothing owed
+    /// (the session checked): unless the pool is full or the proxy drains,
+    /// sends `RESET` and `AUTH` with the identity a new connection would
+    /// get (the policy's first method with one ready; never signs), and
+    /// returns the connection to the pool only if both replies are exactly
+    /// right. The AUTH is audited and counted like every other (client
+    /// `reuse`, the session's id). Anything else closes it, counted as
+    /// `pool_discards_total{reason="reuse_failed"}`. Bounded by the AUTH
+    /// timeout; abandoned at drain.
+    pub async fn give_back(&self, ctx: &Context, conn: &Conn, mut stream: Stream) {
+        let mut drain = ctx.drain.clone();
+        if self.lock().len() >= self.size || *drain.borrow() {
+            // Nothing wrong with it; there is just no room (or no time).
+            close(stream).await;
+            return;
+        }
+        let conn = Conn {
+            id: conn.id,
+            peer: "reuse".into(),
+            node: None,
+        };
+        let m = &ctx.metrics;
+        let plan = ctx.auth.plan();
+        let mut fallback_reason = plan.iam_in_backoff.then_some("backoff");
+        let mut chosen = None;
+        for &method in plan.methods {
+            // `current` never waits and never signs (invariant 4).
+            match ctx.auth.current(method) {
+                Ok(identity) => {
+                    chosen = Some(identity);
+                    break;
+                }
+                Err(e) => {
+                    // Recorded as a new connection's attempt would be.
+                    let result = Err(e);
+                    record_attempt(
+                        ctx,
+                        &conn,
+                        method,
+                        "-",
+                        &result,
+                        Duration::ZERO,
+                        false,
+                        false,
+                    );
+                    if method == Method::Iam {
+                        fallback_reason = Some("token_unavailable");
+                    }
+                }
+            }
+        }
+        let Some(identity) = chosen else {
+            self.reuse_failed(ctx, "no identity");
+            close(stream).await;
+            return;
+        };
+        let method = identity.method;
+        let fallback = method == Method::Password && fallback_reason.is_some();
+        if let (true, Some(reason)) = (fallback, fallback_reason) {
+            m.auth_fallbacks.with_label_values(&[reason]).inc();
+        }
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = ctx.connector.reset(&mut stream, &identity) => r,
+            Ok(_) = drain.wait_for(|d| *d) => Err(Error::upstream(
+                Kind::Closed,
+                "abandoned: the proxy is draining",
+            )),
+        };
+        record_attempt(
+            ctx,
+            &conn,
+            method,
+            identity.user_name(),
+            &result,
+            started.elapsed(),
+            fallback,
+            false,
+        );
+        // Only the AUTH's own outcome says anything of IAM or the upstream;
+        // an unexpected RESET reply or an extra byte says this connection.
+        if result.is_ok() || result.as_ref().is_err_and(|e| e.kind == Kind::AuthRejected) {
+            if method == Method::Iam {
+                ctx.auth.record_iam(result.is_ok());
+            }
+            ctx.health
+                .record_upstream(result.as_ref().map(|_| ()).map_err(|e| e.kind.as_str()));
+        }
+        if let Err(e) = result {
+            self.reuse_failed(ctx, &e.detail);
+            close(stream).await;
+            return;
+        }
+        let warm = Warm {
+            stream,
+            method,
+            rest: BytesMut::new(),
+            // When the AUTH was sent: the server's window starts no earlier.
+            authed_at: started,
+        };
+        let refused = {
+            let mut idle = self.lock();
+            if idle.len() >= self.size || *drain.borrow() {
+                Some(warm)
+            } else {
+                idle.push_back(warm);
+                None
+            }
+        };
+        if let Some(warm) = refused {
+            // Filled meanwhile: this one's AUTH was for nothing, but it is sound.
+            close(warm.stream).await;
+            return;
+        }
+        // It answers the oldest take still awaited.
+        self.takes().pop_front();
+        m.pool_reuses.inc();
+        debug!(
+            conn = conn.id,
+            method = method.as_str(),
+            "connection reused: back in the pool"
+        );
+        self.publish(ctx);
+        self.taken.notify_one();
+    }
+
+    fn reuse_failed(&self, ctx: &Context, detail: &str) {
+        debug!(
+            detail,
+            "connection not reused: RESET and AUTH did not check out"
+        );
+        ctx.metrics
+            .pool_discards
+            .with_label_values(&["reuse_failed"])
+            .inc();
     }
 
     /// Drops the connections too old to hand out.
@@ -192,6 +408,25 @@ impl Pool {
     }
 }
 
+/// How many connections the refill opens now: those missing from `size`
+/// with `ready` in the pool, less the `awaited` ones that may still come
+/// back; but an empty pool refills at once, since the next client would
+/// find nothing.
+fn to_open(size: usize, ready: usize, awaited: usize) -> usize {
+    let missing = size.saturating_sub(ready);
+    if ready == 0 {
+        missing
+    } else {
+        missing.saturating_sub(awaited)
+    }
+}
+
+/// Closes a connection that does not go back (TLS close_notify, bounded).
+async fn close(mut stream: Stream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+}
+
 /// Why an idle pooled connection cannot be handed out, checked without
 /// waiting: the server closed it (EOF or an error), or sent bytes nobody
 /// asked for (an idle authenticated connection gets none). A TLS record
@@ -210,4 +445,33 @@ async fn unsound(stream: &mut Stream) -> Option<&'static str> {
         })
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_open;
+
+    #[test]
+    fn the_refill_leaves_room_for_connections_that_may_come_back() {
+        // (size, ready, awaited) -> opened now
+        let cases = [
+            ((4, 4, 0), 0),
+            ((4, 3, 0), 1),
+            ((4, 3, 1), 0),
+            ((4, 1, 2), 1),
+            ((4, 2, 3), 0),
+            // Empty: at once, whatever may come back.
+            ((4, 0, 4), 4),
+            ((1, 0, 1), 1),
+            // Reuse off: nothing is awaited.
+            ((8, 5, 0), 3),
+        ];
+        for ((size, ready, awaited), want) in cases {
+            assert_eq!(
+                to_open(size, ready, awaited),
+                want,
+                "{size} {ready} {awaited}"
+            );
+        }
+    }
 }

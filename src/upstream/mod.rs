@@ -350,6 +350,87 @@ impl Connector {
     }
 }
 
+impl Connector {
+    /// Makes a connection whose client has left fresh again: `RESET` and
+    /// `AUTH` for `identity` in one write, then exactly `+RESET` and `+OK`
+    /// and nothing more, within the AUTH timeout. `Ok`: the AUTH's round
+    /// trip. A refused AUTH is `AuthRejected` with the server's line; any
+    /// other reply, a byte too many, a close or the timeout is an error of
+    /// its kind. Only for a connection with no reply outstanding.
+    pub async fn reset(&self, stream: &mut Stream, identity: &Identity) -> Result<Duration, Error> {
+        let started = Instant::now();
+        let mut out = BytesMut::new();
+        resp::encode_command(&mut out, &[b"RESET"]);
+        resp::encode_command(&mut out, &identity.auth_command());
+        let mut rest = BytesMut::new();
+        let exchange = async {
+            stream.write_all(&out).await?;
+            stream.flush().await?;
+            let mut scanner = Scanner::new(Side::Reply, self.max_frame);
+            let mut replies = Vec::with_capacity(2);
+            let mut scanned = 0;
+            while replies.len() < 2 {
+                if scanned == rest.len() && stream.read_buf(&mut rest).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed during RESET and AUTH",
+                    ));
+                }
+                let (n, done) = scanner
+                    .advance(&rest[scanned..])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                scanned += n;
+                if done {
+                    replies.push(rest.split_to(scanned));
+                    scanned = 0;
+                }
+            }
+            Ok(replies)
+        };
+        let replies = tokio::time::timeout(self.auth_timeout, exchange)
+            .await
+            .map_err(|_| {
+                Error::upstream(
+                    Kind::AuthTimeout,
+                    format!("no RESET and AUTH replies within {:?}", self.auth_timeout),
+                )
+            })?
+            .map_err(exchange_error)?;
+        let rtt = started.elapsed();
+        let printable = |b: &[u8]| {
+            let line = String::from_utf8_lossy(&b[..b.len().min(80)]);
+            line.trim_end().to_string()
+        };
+        if &replies[0][..] != b"+RESET\r\n" {
+            return Err(Error::upstream(
+                Kind::Protocol,
+                format!("unexpected reply to RESET: {}", printable(&replies[0])),
+            ));
+        }
+        if &replies[1][..] != resp::OK {
+            // The server's error line names the failure (WRONGPASS, NOPERM)
+            // and never echoes credentials.
+            let kind = if replies[1].starts_with(b"-") {
+                Kind::AuthRejected
+            } else {
+                Kind::Protocol
+            };
+            let line = printable(&replies[1]);
+            return Err(Error::upstream(
+                kind,
+                line.trim_start_matches('-').to_string(),
+            ));
+        }
+        if !rest.is_empty() {
+            return Err(Error::upstream(
+                Kind::Protocol,
+                format!("{} bytes after the AUTH reply", rest.len()),
+            ));
+        }
+        Ok(rtt)
+    }
+}
+
 /// The error for a failed AUTH exchange (write or read).
 fn exchange_error(e: io::Error) -> Error {
     // TLS 1.3 servers check the client certificate after the handshake, so
