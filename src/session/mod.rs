@@ -200,7 +200,9 @@ where
         (Some(pool), None) => pool.take(&ctx).await,
         _ => None,
     };
-    let authed_at = warm.as_ref().map(|w| w.authed_at);
+    // A fresh connection's AUTH runs at the server after this: its session
+    // age counts from here, early rather than late.
+    let authed_at = warm.as_ref().map_or(Instant::now(), |w| w.authed_at);
     let opened = match warm {
         Some(w) => {
             debug!(
@@ -227,10 +229,9 @@ where
         }
     };
     let mut relay = Relay::new(ctx, pending, method, conn);
-    if let Some(at) = authed_at {
-        // Re-authentication keeps the schedule of the pooled AUTH.
-        relay.authed_at = at;
-    }
+    // Re-authentication keeps the schedule of this connection's AUTH (a
+    // pooled one's, from before the client came).
+    relay.authed_at = authed_at;
     if passed == Some(gate::Passed::Auth) {
         relay.set_local_authed(true);
     }

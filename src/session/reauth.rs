@@ -468,7 +468,10 @@ impl Relay {
         self.ustart = 0;
         self.upos = npos;
         self.uroute = None;
-        self.authed_at = Instant::now();
+        // The new connection's AUTH ran after the move began (and may have
+        // been seconds before this switch, on a loaded server): its window
+        // counts from the start, early rather than late.
+        self.authed_at = started;
         self.set_method(method);
         self.schedule_reauth();
         self.ctx
@@ -604,8 +607,10 @@ impl Relay {
         );
         match (result, sent.purpose) {
             (Ok(_), _) => {
-                // A successful AUTH restarts the server's session-age window.
-                self.authed_at = Instant::now();
+                // A successful AUTH restarts the server's session-age window
+                // when the server runs it, after it was sent: counting from
+                // the send errs early, never late, however slow the reply.
+                self.authed_at = sent.sent;
                 self.set_method(sent.method);
                 self.reauth_with_password = false;
                 self.schedule_reauth();
