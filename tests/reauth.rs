@@ -25,7 +25,8 @@ use std::{
 use aws_credential_types::Credentials;
 use bytes::{Buf, BytesMut};
 use common::{
-    backend_options, encode_command, text, Emulator, EmulatorOptions, Proxy, RedisServer, IAM_USER,
+    backend_options, blobs, encode_command, text, Emulator, EmulatorOptions, Proxy, RedisServer,
+    IAM_USER,
 };
 use redis_protocol::resp3::types::OwnedFrame;
 use tokio::{
@@ -282,19 +283,6 @@ impl Conn {
             }
         }
     }
-}
-
-/// The elements of an array of blob strings (pubsub messages, BLPOP).
-fn blobs(frame: &OwnedFrame) -> Option<Vec<String>> {
-    let OwnedFrame::Array { data, .. } = frame else {
-        return None;
-    };
-    data.iter()
-        .map(|item| match item {
-            OwnedFrame::BlobString { data, .. } => Some(String::from_utf8_lossy(data).into_owned()),
-            _ => None,
-        })
-        .collect()
 }
 
 // ---- per-client reports ----

@@ -36,7 +36,8 @@ use std::{
 
 use bytes::{Buf, BytesMut};
 use common::{
-    backend_options, encode_command, text, Emulator, EmulatorOptions, ProxyProcess, RedisServer,
+    backend_options, blobs, encode_command, text, Emulator, EmulatorOptions, ProxyProcess,
+    RedisServer,
 };
 use redis_protocol::resp3::types::OwnedFrame;
 use tokio::{
@@ -349,19 +350,6 @@ impl Link {
     }
 }
 
-/// The elements of an array of blob strings (pub/sub messages, BLPOP).
-fn blobs(frame: &OwnedFrame) -> Option<Vec<String>> {
-    let OwnedFrame::Array { data, .. } = frame else {
-        return None;
-    };
-    data.iter()
-        .map(|item| match item {
-            OwnedFrame::BlobString { data, .. } => Some(String::from_utf8_lossy(data).into_owned()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// A broken exchange: a cut the restart explains is counted and the session
 /// reconnects; anything else is an error. Returns whether to go on.
 fn broken(soak: &Soak, who: usize, link: &Link, b: Broken) -> bool {
@@ -398,6 +386,17 @@ async fn reconnect(soak: &Soak) -> Link {
 /// Backoff between reconnects while the upstream is down, spread by session.
 fn backoff(who: usize) -> Duration {
     Duration::from_millis(150 + (who as u64 * 37) % 300)
+}
+
+/// After a broken exchange: a cut the restart explains gets a new link
+/// (after a backoff) and `true`; anything else is reported, `false`.
+async fn recover(soak: &Soak, who: usize, link: &mut Link, b: Broken) -> bool {
+    if !broken(soak, who, link, b) {
+        return false;
+    }
+    sleep(backoff(who)).await;
+    *link = reconnect(soak).await;
+    true
 }
 
 // ---- the kinds ----
@@ -444,11 +443,9 @@ async fn steady(soak: Arc<Soak>, who: usize, mut link: Link, end: Instant) -> Op
         .await;
         n += 1;
         if let Err(b) = round {
-            if !broken(&soak, who, &link, b) {
+            if !recover(&soak, who, &mut link, b).await {
                 return None;
             }
-            sleep(backoff(who)).await;
-            link = reconnect(&soak).await;
             continue;
         }
         sleep(period).await;
@@ -527,11 +524,9 @@ async fn transaction(soak: Arc<Soak>, who: usize, mut link: Link, end: Instant) 
         .await;
         round += 1;
         if let Err(b) = r {
-            if !broken(&soak, who, &link, b) {
+            if !recover(&soak, who, &mut link, b).await {
                 return None;
             }
-            sleep(backoff(who)).await;
-            link = reconnect(&soak).await;
             continue;
         }
         sleep(Duration::from_millis(500)).await;
@@ -569,12 +564,10 @@ async fn producer(
                 soak.queue.lock().unwrap().pushed[p as usize][n] = after;
             }
             Err(b) => {
-                if !broken(&soak, who, &link, b) {
+                n += 1;
+                if !recover(&soak, who, &mut link, b).await {
                     return None;
                 }
-                n += 1;
-                sleep(backoff(who)).await;
-                link = reconnect(&soak).await;
                 continue;
             }
         }
@@ -632,11 +625,9 @@ async fn consumer(soak: Arc<Soak>, who: usize, mut link: Link, end: Instant) -> 
                 if matches!(b, Broken::Cut(_)) {
                     add(&soak.n.blpop_cut, 1);
                 }
-                if !broken(&soak, who, &link, b) {
+                if !recover(&soak, who, &mut link, b).await {
                     return None;
                 }
-                sleep(backoff(who)).await;
-                link = reconnect(&soak).await;
             }
         }
     }
@@ -679,13 +670,11 @@ async fn publisher(
             }
             Err(b) => {
                 feed.unconfirmed.lock().unwrap().insert(n);
-                if !broken(&soak, who, &link, b) {
+                n += 1;
+                if !recover(&soak, who, &mut link, b).await {
                     feed.done.store(true, SeqCst);
                     return None;
                 }
-                n += 1;
-                sleep(backoff(who)).await;
-                link = reconnect(&soak).await;
                 continue;
             }
         }
@@ -765,11 +754,9 @@ async fn subscriber(
         }
         .await;
         if let Err(b) = subscribed {
-            if !broken(&soak, who, &link, b) {
+            if !recover(&soak, who, &mut link, b).await {
                 return None;
             }
-            sleep(backoff(who)).await;
-            link = reconnect(&soak).await;
             continue;
         }
         let mut life = Lifetime {
@@ -808,11 +795,9 @@ async fn subscriber(
                 }
                 Err(b) => {
                     life.settle(&soak, who, stream, life.max);
-                    if !broken(&soak, who, &link, b) {
+                    if !recover(&soak, who, &mut link, b).await {
                         return None;
                     }
-                    sleep(backoff(who)).await;
-                    link = reconnect(&soak).await;
                     continue 'lifetimes;
                 }
             };

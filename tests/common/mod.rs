@@ -53,7 +53,7 @@ pub use process::ProxyProcess;
 pub use proxy::{Proxy, PASSWORD_ENV};
 pub use redis::{RedisOptions, RedisServer};
 #[allow(unused_imports)] // Each test binary uses part of the client API.
-pub use resp::{encode_command, text, try_decode, Resp};
+pub use resp::{blobs, encode_command, text, try_decode, Resp};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -225,3 +225,16 @@ fn join(items: impl Iterator<Item = String>, sorted: bool) -> String {
     }
     items.join(",")
 }
+
+/// The elements of an array of blob strings (pub/sub messages, BLPOP).
+pub fn blobs(frame: &OwnedFrame) -> Option<Vec<String>> {
+    let OwnedFrame::Array { data, .. } = frame else {
+        return None;
+    };
+    data.iter()
+        .map(|item| match item {
+            OwnedFrame::BlobString { data, .. } => Some(String::from_utf8_lossy(data).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
