@@ -851,6 +851,8 @@ async fn session(
     ramp: Arc<Semaphore>,
     ready: Arc<AtomicU64>,
     mut go: watch::Receiver<Option<Instant>>,
+    settled: Settled,
+    mut release: watch::Receiver<bool>,
 ) -> bool {
     let permit = ramp.acquire_owned().await.expect("the ramp stays open");
     let Some(mut link) = first_link(&soak, who).await else {
@@ -920,12 +922,28 @@ async fn session(
         }
     }
     .await;
-    match last {
+    let in_step = match last {
         Ok(()) => true,
         Err(b) => {
             broken(&soak, who, &link, b);
             false
         }
+    };
+    // Held open, idle (and re-authenticated like any session) until every
+    // session is done: the counts are read before the teardown closes
+    // thousands of connections at once.
+    drop(settled);
+    let _ = release.wait_for(|go| *go).await;
+    drop(link);
+    in_step
+}
+
+/// Counts a session as done when dropped, however it ended.
+struct Settled(Arc<AtomicU64>);
+
+impl Drop for Settled {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
     }
 }
 
@@ -1010,6 +1028,8 @@ async fn soak_nothing_is_lost_under_load_reauthentication_and_an_upstream_restar
     let ramp = Arc::new(Semaphore::new(RAMP_PARALLEL));
     let ready = Arc::new(AtomicU64::new(0));
     let (go, go_rx) = watch::channel(None);
+    let settled = Arc::new(AtomicU64::new(0));
+    let (release, release_rx) = watch::channel(false);
     let tasks: Vec<_> = kinds
         .iter()
         .enumerate()
@@ -1021,10 +1041,12 @@ async fn soak_nothing_is_lost_under_load_reauthentication_and_an_upstream_restar
                 ramp.clone(),
                 ready.clone(),
                 go_rx.clone(),
+                Settled(settled.clone()),
+                release_rx.clone(),
             ))
         })
         .collect();
-    drop(go_rx);
+    drop((go_rx, release_rx));
     let ramp_started = Instant::now();
     let ramp_deadline = ramp_started + Duration::from_secs(30 + plan.sessions as u64 / 100);
     while ready.load(SeqCst) < kinds.len() as u64 {
@@ -1054,18 +1076,24 @@ async fn soak_nothing_is_lost_under_load_reauthentication_and_an_upstream_restar
     *soak.up_at.lock().unwrap() = Some(Instant::now());
     let restart_at = soak.kill_at.lock().unwrap().unwrap() - start;
 
+    // Every session done (the ones in step still open), then the counts.
+    while settled.load(SeqCst) < kinds.len() as u64 && Instant::now() < end + DRAIN + READ_WAIT * 2
+    {
+        sleep(Duration::from_millis(50)).await;
+    }
+    let ran = start.elapsed();
+    tally(&mut emulator_stats, &emulator);
+    let body = scrape(proxy.admin).await;
+    release.send(true).expect("sessions hold their links");
     let mut in_step = 0u64;
     for task in tasks {
-        match timeout_at(end + DRAIN + READ_WAIT * 2, task).await {
+        match timeout_at(Instant::now() + READ_WAIT, task).await {
             Ok(Ok(true)) => in_step += 1,
             Ok(Ok(false)) => {}
             Ok(Err(e)) => soak.error(usize::MAX, format!("session task failed: {e}")),
             Err(_) => soak.error(usize::MAX, "session task hung past the drain"),
         }
     }
-    let ran = start.elapsed();
-    tally(&mut emulator_stats, &emulator);
-    let body = scrape(proxy.admin).await;
     let m = |s: &str| proxy_metric(&body, s);
     let stat = |k: &str| emulator_stats.get(k).copied().unwrap_or(0);
 
@@ -1120,7 +1148,12 @@ async fn soak_nothing_is_lost_under_load_reauthentication_and_an_upstream_restar
         restart_at.as_secs_f64(),
         plan.max_age,
     );
-    println!("sessions open after the ramp: {open_sessions}; in step at the end: {in_step}");
+    println!(
+        "sessions open after the ramp: {open_sessions}; in step at the end: {in_step} \
+         (open then: {} client, {} upstream connections)",
+        m("client_connections_active"),
+        m(r#"upstream_connections_active{method="iam"}"#)
+    );
     println!(
         "replies checked: {}; misattributed: {}; errors: {}",
         n(&soak.n.replies),
@@ -1187,6 +1220,14 @@ async fn soak_nothing_is_lost_under_load_reauthentication_and_an_upstream_restar
     check(
         n(&soak.n.misattributed) == 0,
         "misattributed replies".into(),
+    );
+    // No connection leaked: exactly the sessions in step were still open.
+    check(
+        m("client_connections_active") == in_step as f64,
+        format!(
+            "{} client connections open at the end for {in_step} sessions in step",
+            m("client_connections_active")
+        ),
     );
     check(n(&soak.n.lost) == 0, "lost messages".into());
     check(
