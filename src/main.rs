@@ -15,6 +15,14 @@ use elasticache_auth_proxy::{
 use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of glibc's malloc: with glibc the memory of sessions
+/// that closed stayed with the process for good (204 MB 10 s after 9000
+/// idle sessions closed). jemalloc's background thread purges freed pages
+/// within about a second; its settings are baked in at build time by
+/// `.cargo/config.toml`. Measurements: README "## Performance".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// EX_USAGE from sysexits.h: the configuration is wrong.
 const EXIT_USAGE: u8 = 64;
 

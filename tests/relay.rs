@@ -87,3 +87,43 @@ async fn commands_the_proxy_acts_on_are_read_as_redis_reads_them() {
     );
     assert_eq!(text(&c.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
 }
+
+/// A session's read buffers grow for a large value and are let go once it
+/// has passed (src/session/mod.rs, `Sizing`): the values come back whole and
+/// exact, the session keeps working after it idles, and a second large value
+/// and a pipeline of them grow the buffers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_then_idle_then_small_commands_keep_working() {
+    use redis_protocol::resp3::types::OwnedFrame;
+    let redis = RedisServer::start(RedisOptions::default());
+    let proxy = Proxy::start(&redis).await;
+    let mut c = Resp::connect(proxy.addr).await;
+    // 1 MiB that is not one repeated byte, with CRLFs inside.
+    let big: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let bulk = |frame: OwnedFrame| match frame {
+        OwnedFrame::BlobString { data, .. } => data,
+        other => panic!("expected a bulk string, got {}", text(&other)),
+    };
+    assert_eq!(text(&c.cmd(&[b"SET", b"big", &big]).await), "+OK");
+    assert!(bulk(c.cmd(&[b"GET", b"big"]).await) == big, "GET big");
+    // Idle at the read point, with the grown buffers drained.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(text(&c.cmd(&[b"PING"]).await), "+PONG");
+    assert_eq!(text(&c.cmd(&[b"SET", b"small", b"v"]).await), "+OK");
+    assert_eq!(text(&c.cmd(&[b"GET", b"small"]).await), "$v");
+    // Three large replies pipelined with small ones between them.
+    let mut batch = Vec::new();
+    for _ in 0..3 {
+        batch.extend(common::encode_command(&[b"GET", b"big"]));
+        batch.extend(common::encode_command(&[b"GET", b"small"]));
+    }
+    c.send_raw(&batch).await;
+    for i in 0..3 {
+        assert!(bulk(c.read().await) == big, "GET big #{i}");
+        assert_eq!(text(&c.read().await), "$v", "GET small #{i}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(text(&c.cmd(&[b"DBSIZE"]).await), ":2");
+}

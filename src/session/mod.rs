@@ -8,7 +8,8 @@
 //! frame larger than [`STREAM_THRESHOLD`] is forwarded piece by piece while
 //! it arrives, so a 100 MB value never sits whole in the proxy.
 
-#[cfg(fuzzing)]
+// Also built for the unit tests below, which need a session's context.
+#[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 mod gate;
 pub mod ledger;
@@ -44,8 +45,11 @@ use reauth::{InFlight, Purpose};
 pub const STREAM_THRESHOLD: usize = 64 * 1024;
 /// Stop reading a side while this much is queued for the other.
 const HIGH_WATER: usize = 256 * 1024;
-/// Read size per call.
+/// The largest read per call, reached while reads keep filling the buffer.
 const READ_CHUNK: usize = 64 * 1024;
+/// The first read, and the read buffer of a session between bursts: small,
+/// so an idle session holds little (see [`Sizing`]).
+const SMALL_CHUNK: usize = 4 * 1024;
 /// Commands the proxy must see whole (AUTH, HELLO, CLIENT) are capped here.
 const MAX_HELD_COMMAND: usize = 1024 * 1024;
 /// Sent upstream in place of a command the proxy answers itself; see
@@ -165,7 +169,7 @@ pub async fn run<C>(mut client: C, ctx: Arc<Context>, conn: Conn) -> End
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut first = BytesMut::with_capacity(READ_CHUNK);
+    let mut first = BytesMut::with_capacity(SMALL_CHUNK);
     let idle = ctx.limits.idle_timeout;
     let mut drain = ctx.drain.clone();
     tokio::select! {
@@ -189,15 +193,19 @@ where
     // With a client password, only a client that knows it costs an
     // upstream connection (and an IAM authentication).
     let passed = match ctx.client_password {
-        Some(_) => match gate::gate(&mut client, &ctx, &conn, &mut first).await {
+        Some(_) => match Box::pin(gate::gate(&mut client, &ctx, &conn, &mut first)).await {
             Ok(passed) => Some(passed),
             Err(end) => return end,
         },
         None => None,
     };
+    // The rare, large futures here and in `Relay::run` (connect and TLS
+    // handshake, gate, refusal, migration, raw pipe) are boxed: an async
+    // fn's state is as large as its largest await, and every idle session's
+    // task would carry theirs for its whole life (6.5 KB against 2.7 KB).
     let mut pending = BytesMut::new();
     let warm = match (&ctx.pool, &conn.node) {
-        (Some(pool), None) => pool.take(&ctx).await,
+        (Some(pool), None) => Box::pin(pool.take(&ctx)).await,
         _ => None,
     };
     // A fresh connection's AUTH runs at the server after this: its session
@@ -213,7 +221,7 @@ where
             pending = w.rest;
             Ok((w.stream, w.method))
         }
-        None => open_recorded(&ctx, &conn, &mut pending).await,
+        None => Box::pin(open_recorded(&ctx, &conn, &mut pending)).await,
     };
     let (upstream, method) = match opened {
         Ok(opened) => opened,
@@ -224,7 +232,9 @@ where
                 .inc();
             warn!(kind = e.kind.as_str(), side = ?e.side, detail = %e.detail, "cannot open upstream connection");
             let line = resp::error_reply(&e.client_line());
-            refuse::answer_with(client, first, line, REFUSAL_LINGER, ctx.limits.max_frame).await;
+            let refusal =
+                refuse::answer_with(client, first, line, REFUSAL_LINGER, ctx.limits.max_frame);
+            Box::pin(refusal).await;
             return End::Upstream(e);
         }
     };
@@ -468,6 +478,9 @@ struct Relay {
     // Upstream → client, the same shape.
     rep: Scanner,
     ubuf: BytesMut,
+    /// How much the next read of each side asks for.
+    cread: Sizing,
+    uread: Sizing,
     ustart: usize,
     upos: usize,
     uroute: Option<Route>,
@@ -548,7 +561,9 @@ impl Relay {
             live,
             ledger: Ledger::new(),
             req,
-            cbuf: BytesMut::with_capacity(READ_CHUNK),
+            cbuf: BytesMut::new(),
+            cread: Sizing::default(),
+            uread: Sizing::default(),
             cstart: 0,
             cpos: 0,
             cstream: false,
@@ -616,7 +631,7 @@ impl Relay {
         }
         let end = loop {
             if self.raw {
-                break self.pipe(&mut cr, &mut cw, &mut ur, &mut uw).await;
+                break Box::pin(self.pipe(&mut cr, &mut cw, &mut ur, &mut uw)).await;
             }
             if self.close_when_settled.is_some() && self.ledger.is_empty() && !self.ustream {
                 self.closing = self.close_when_settled.take();
@@ -661,7 +676,7 @@ impl Relay {
             }
             self.try_reauth();
             if self.wants_migration() {
-                match self.migrate(&mut ur, &mut uw, &mut cw).await {
+                match Box::pin(self.migrate(&mut ur, &mut uw, &mut cw)).await {
                     Ok(Some((new_r, new_w))) => {
                         let mut old_w = std::mem::replace(&mut uw, new_w);
                         ur = new_r;
@@ -686,8 +701,10 @@ impl Relay {
             }
             let read_client = self.reads_client();
             let read_up = self.reads_upstream();
-            reserve(&mut self.cbuf);
-            reserve(&mut self.ubuf);
+            self.cread.relax(&mut self.cbuf);
+            self.uread.relax(&mut self.ubuf);
+            let cspare = self.cread.reserve(&mut self.cbuf);
+            let uspare = self.uread.reserve(&mut self.ubuf);
             let idle_armed =
                 !idle.is_zero() && self.ledger.is_empty() && self.ledger.state().subs.is_empty();
             tokio::select! {
@@ -711,6 +728,7 @@ impl Relay {
                     match r {
                         Ok(0) => self.upstream_closed(),
                         Ok(n) => {
+                            self.uread.read(n, uspare);
                             self.bytes_down.inc_by(n as u64);
                             // Nothing was asked of the server after the
                             // client left: a byte from it is a doubt.
@@ -739,6 +757,7 @@ impl Relay {
                             self.keep_upstream = self.wants_reuse();
                         }
                         Ok(n) => {
+                            self.cread.read(n, cspare);
                             self.bytes_up.inc_by(n as u64);
                             if !idle.is_zero() {
                                 idle_sleep.as_mut().reset(tokio::time::Instant::now() + idle);
@@ -1537,6 +1556,64 @@ fn reserve(buf: &mut BytesMut) {
     }
 }
 
+/// How much one side's next read asks for. Reads start at [`SMALL_CHUNK`]
+/// and double, up to [`READ_CHUNK`], while each read fills all the room it
+/// was given (the peer has more ready); a read that leaves room means the
+/// socket is drained, and the next one starts small again. Once a grown
+/// buffer is drained it is let go, so a session that relayed a large value
+/// and then idles holds a small buffer, not the largest it ever needed.
+/// Small pipelined traffic never grows past the first size.
+#[derive(Debug)]
+struct Sizing {
+    /// The room the next read asks for.
+    chunk: usize,
+    /// The buffer was given more than [`SMALL_CHUNK`] since it was last
+    /// let go (or was handed over with unknown capacity).
+    grown: bool,
+}
+
+impl Default for Sizing {
+    fn default() -> Self {
+        Sizing {
+            chunk: SMALL_CHUNK,
+            grown: false,
+        }
+    }
+}
+
+impl Sizing {
+    /// Makes room for the next read; returns the room there is.
+    fn reserve(&mut self, buf: &mut BytesMut) -> usize {
+        if buf.capacity() - buf.len() < self.chunk / 4 {
+            buf.reserve(self.chunk);
+        }
+        let spare = buf.capacity() - buf.len();
+        if spare > SMALL_CHUNK {
+            self.grown = true;
+        }
+        spare
+    }
+
+    /// A read of `n` bytes into `spare` bytes of room.
+    fn read(&mut self, n: usize, spare: usize) {
+        self.chunk = if n >= spare {
+            (self.chunk * 2).min(READ_CHUNK)
+        } else {
+            SMALL_CHUNK
+        };
+    }
+
+    /// Lets a grown buffer go once it is empty and the socket was drained:
+    /// the next read gets a fresh small one. The old allocation is freed
+    /// when the last bytes split from it have been written.
+    fn relax(&mut self, buf: &mut BytesMut) {
+        if self.grown && self.chunk == SMALL_CHUNK && buf.is_empty() {
+            *buf = BytesMut::new();
+            self.grown = false;
+        }
+    }
+}
+
 /// The arguments of a complete multibulk command, as slices of `frame`,
 /// read as Redis reads them (see [`resp::scan::args`]).
 fn multibulk_args(frame: &Bytes) -> Vec<Bytes> {
@@ -1596,4 +1673,97 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         .zip(db.iter())
         .fold(0u8, |acc, (x, y)| acc | (x ^ y))
         == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle session's task is as large as its future, which is as large
+    /// as its largest await: the connect, TLS handshake, gate, refusal,
+    /// migration and raw-pipe futures are boxed so that a session does not
+    /// carry their state for its whole life.
+    #[tokio::test]
+    async fn a_session_task_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let ctx = fuzzing::Harness::context("app", "secret");
+        let conn = Conn {
+            id: 1,
+            peer: "test".into(),
+            node: None,
+        };
+        let session = run(client, ctx, conn);
+        let size = std::mem::size_of_val(&session);
+        // 6.5 KB in a debug build before the boxing, 2.7 KB after.
+        assert!(size < 4096, "the session future is {size} bytes");
+    }
+
+    /// One read into `buf` as the relay does it: reserve, `n` bytes arrive
+    /// (at most the room there is), recorded; returns whether it filled the room.
+    fn read(sizing: &mut Sizing, buf: &mut BytesMut, n: usize) -> bool {
+        sizing.relax(buf);
+        let spare = sizing.reserve(buf);
+        let n = n.min(spare);
+        buf.extend_from_slice(&vec![b'x'; n]);
+        sizing.read(n, spare);
+        n == spare
+    }
+
+    #[test]
+    fn small_traffic_never_grows_the_buffer() {
+        let mut sizing = Sizing::default();
+        let mut buf = BytesMut::new();
+        for _ in 0..100 {
+            // A pipelined batch of small commands, forwarded whole.
+            assert!(!read(&mut sizing, &mut buf, 700));
+            buf.clear();
+        }
+        assert!(buf.capacity() <= SMALL_CHUNK, "{}", buf.capacity());
+    }
+
+    #[test]
+    fn a_large_frame_grows_reads_and_a_drained_buffer_goes_back_to_small() {
+        let mut sizing = Sizing::default();
+        let mut buf = BytesMut::new();
+        // A 1 MiB value arriving faster than it is read: each read fills
+        // its room, so the reads grow to READ_CHUNK.
+        let mut left = 1024 * 1024;
+        let mut largest = 0;
+        while left > 0 {
+            let before = buf.len();
+            read(&mut sizing, &mut buf, left);
+            left -= buf.len() - before;
+            largest = largest.max(buf.capacity());
+            // Streamed on: forwarded as it arrives (the relay splits it off).
+            drop(buf.split());
+        }
+        assert!(largest >= READ_CHUNK, "reads grew to {largest}");
+        // The tail of the value left room: the socket is drained. Once the
+        // buffer is empty it is let go, and the next read is small again.
+        read(&mut sizing, &mut buf, 100);
+        drop(buf.split());
+        sizing.relax(&mut buf);
+        assert!(buf.capacity() <= SMALL_CHUNK, "{}", buf.capacity());
+        let spare = sizing.reserve(&mut buf);
+        assert!(spare <= SMALL_CHUNK, "{spare}");
+        assert!(buf.capacity() <= SMALL_CHUNK, "{}", buf.capacity());
+    }
+
+    #[test]
+    fn a_buffer_holding_bytes_is_kept() {
+        let mut sizing = Sizing::default();
+        let mut buf = BytesMut::new();
+        for _ in 0..5 {
+            read(&mut sizing, &mut buf, usize::MAX);
+        }
+        let grown = buf.capacity();
+        assert!(grown > SMALL_CHUNK);
+        // A partial frame stays where it is, in the grown buffer.
+        read(&mut sizing, &mut buf, 10);
+        sizing.relax(&mut buf);
+        assert!(buf.capacity() >= grown && !buf.is_empty());
+    }
 }

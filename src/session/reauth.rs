@@ -465,6 +465,8 @@ impl Relay {
         }
         self.rep = nscan;
         self.ubuf = nbuf;
+        // Grown while restoring subscriptions, perhaps: let it go once drained.
+        self.uread.grown = true;
         self.ustart = 0;
         self.upos = npos;
         self.uroute = None;
