@@ -842,18 +842,24 @@ async fn subscriber(
     }
 }
 
-/// A session from its first connection to the end of the run and its final
-/// PING. Returns whether it ended in step.
-async fn session(
-    soak: Arc<Soak>,
-    who: usize,
-    kind: Kind,
+/// How the run paces its sessions: the ramp's slots, the count of those
+/// ready, the start (with the end), and the release after the counts.
+struct Pace {
     ramp: Arc<Semaphore>,
     ready: Arc<AtomicU64>,
-    mut go: watch::Receiver<Option<Instant>>,
-    settled: Settled,
-    mut release: watch::Receiver<bool>,
-) -> bool {
+    go: watch::Receiver<Option<Instant>>,
+    release: watch::Receiver<bool>,
+}
+
+/// A session from its first connection to the end of the run and its final
+/// PING. Returns whether it ended in step.
+async fn session(soak: Arc<Soak>, who: usize, kind: Kind, pace: Pace, settled: Settled) -> bool {
+    let Pace {
+        ramp,
+        ready,
+        mut go,
+        mut release,
+    } = pace;
     let permit = ramp.acquire_owned().await.expect("the ramp stays open");
     let Some(mut link) = first_link(&soak, who).await else {
         return false;
@@ -1038,11 +1044,13 @@ async fn soak_nothing_is_lost_under_load_reauthentication_and_an_upstream_restar
                 soak.clone(),
                 who,
                 kind,
-                ramp.clone(),
-                ready.clone(),
-                go_rx.clone(),
+                Pace {
+                    ramp: ramp.clone(),
+                    ready: ready.clone(),
+                    go: go_rx.clone(),
+                    release: release_rx.clone(),
+                },
                 Settled(settled.clone()),
-                release_rx.clone(),
             ))
         })
         .collect();
