@@ -647,8 +647,10 @@ async fn draining_during_a_reauthentication_sends_the_client_nothing_of_it() {
     );
     let reauths = r#"reauthentications_total{outcome="success"}"#;
     let done = completes(&proxy, reauths, 0.0).await;
-    // The next one starts 1 s (+5% jitter) after that and takes 500 ms.
-    tokio::time::sleep(Duration::from_millis(1150)).await;
+    // The next one starts 1 s (+5% jitter) after that one was sent, 500 ms
+    // before it was seen done, and takes 500 ms: in flight from about
+    // 500 to 1,000 ms from here.
+    tokio::time::sleep(Duration::from_millis(750)).await;
     assert_eq!(
         metric(&proxy, reauths).await,
         done,
@@ -684,8 +686,12 @@ async fn draining_during_a_migration_leaks_nothing_of_it() {
     let mut publisher = direct(&redis).await;
     let moved = r#"session_migrations_total{outcome="success"}"#;
     completes(&proxy, moved, 0.0).await;
-    // The next move starts 1 s later and takes three round trips (1.5 s).
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The next move is due 1 s after the new connection's AUTH was
+    // answered, which was before restoring, retiring and the overlap PING
+    // (three round trips, 1.5 s): it starts at once, and its new
+    // connection takes about 1 s to open (TLS and AUTH) before it
+    // subscribes.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let drained = proxy.shutdown();
     for n in 1..=5 {
         let m = format!("m{n}");

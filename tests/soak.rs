@@ -1267,9 +1267,14 @@ async fn soak_nothing_is_lost_under_load_reauthentication_and_an_upstream_restar
         format!("{left_in_queue} items left in the queue"),
     );
     check(n(&soak.n.cuts) > 0, "the restart cut nothing".into());
+    // The server's count: the proxy's own (a close at about the age
+    // limit) also takes in the restart's closes of sessions near it.
     check(
-        m("iam_session_expirations_total") == 0.0 && stat("sessions_expired_total") == 0,
-        "IAM sessions expired".into(),
+        stat("sessions_expired_total") == 0,
+        format!(
+            "the emulator cut {} IAM sessions at their age limit",
+            stat("sessions_expired_total")
+        ),
     );
     check(
         m(r#"reauthentications_total{outcome="failure"}"#) == 0.0,

@@ -223,15 +223,24 @@ impl Relay {
                 .map(|(s, m)| (s, m, rest))
         };
         tokio::pin!(opening);
+        // When the new connection's AUTH was answered: the server ran it
+        // just before, so its session age counts from about here.
+        let opened_at;
         let (stream, method, mut nbuf) = loop {
             tokio::select! {
                 r = &mut opening => match r {
-                    Ok(opened) => break opened,
+                    Ok(opened) => {
+                        opened_at = Instant::now();
+                        break opened;
+                    }
                     Err(e) => return Ok(self.migration_failed(&e.detail)),
                 },
                 r = self.to_client.write_to(cw), if self.to_client.busy() => r.map_err(End::ClientIo)?,
                 r = ur.read_buf(&mut self.ubuf), if old_open && self.to_client.len < HIGH_WATER => {
                     old_open = self.old_read(r);
+                    if !old_open {
+                        return Ok(self.old_gone_mid_move());
+                    }
                 }
             }
         };
@@ -325,6 +334,9 @@ impl Relay {
                 r = self.to_client.write_to(cw), if self.to_client.busy() => r.map_err(End::ClientIo)?,
                 r = ur.read_buf(&mut self.ubuf), if old_open && self.to_client.len < HIGH_WATER => {
                     old_open = self.old_read(r);
+                    if !old_open {
+                        return Ok(self.old_gone_mid_move());
+                    }
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     return Ok(self.migration_failed("timed out restoring subscriptions"));
@@ -470,10 +482,9 @@ impl Relay {
         self.ustart = 0;
         self.upos = npos;
         self.uroute = None;
-        // The new connection's AUTH ran after the move began (and may have
-        // been seconds before this switch, on a loaded server): its window
-        // counts from the start, early rather than late.
-        self.authed_at = started;
+        // Not the switch: restoring and retiring the subscriptions may take
+        // seconds on a loaded server, all of it already on the new clock.
+        self.authed_at = opened_at;
         self.set_method(method);
         self.schedule_reauth();
         self.ctx
@@ -542,6 +553,31 @@ impl Relay {
         }
         self.forward_replies();
         Ok(())
+    }
+
+    /// The old connection closed before the new one carried the session's
+    /// subscriptions (or MONITOR): what was published in between is gone,
+    /// so the move must not hide it. The session ends as it would have
+    /// with no move under way, with the close (nothing is owed in this
+    /// mode), after what the old connection delivered.
+    fn old_gone_mid_move(
+        &mut self,
+    ) -> Option<(tokio::io::ReadHalf<Stream>, tokio::io::WriteHalf<Stream>)> {
+        warn!(
+            conn = self.conn.id,
+            "the server closed the connection while the session was being moved; closing"
+        );
+        self.ctx
+            .metrics
+            .migrations
+            .with_label_values(&["failure"])
+            .inc();
+        self.forward_replies();
+        self.closing = Some(End::Upstream(Error::upstream(
+            Kind::Closed,
+            "the server closed the connection",
+        )));
+        None
     }
 
     /// A migration could not complete: keep the old connection, try again
