@@ -125,11 +125,9 @@ async fn a_pooled_connection_the_server_closed_is_never_handed_out() {
     );
 }
 
-/// IAM sessions taken from the pool re-authenticate on the pooled AUTH's
-/// schedule: with a 3 s session age none is cut, and pooled connections
-/// too old to re-authenticate in time are retired, not handed out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pooled_iam_sessions_reauthenticate_in_time_and_old_ones_are_retired() {
+/// A proxy with a pool of 2 in front of the IAM emulator, which cuts IAM
+/// sessions at 3 s; the proxy re-authenticates after `reauth_after`.
+async fn iam_pool_of_2(reauth_after: &str) -> (RedisServer, Emulator, Proxy) {
     let redis = RedisServer::start(backend_options());
     let emulator = Emulator::start(
         &redis,
@@ -141,10 +139,19 @@ async fn pooled_iam_sessions_reauthenticate_in_time_and_old_ones_are_retired() {
     let mut args = Proxy::iam_args(&redis, emulator.addr.port());
     args.pool_size = Some(2);
     args.max_session_age = Some("3s".parse().unwrap());
-    args.reauth_after = Some("1s".parse().unwrap());
+    args.reauth_after = Some(reauth_after.parse().unwrap());
     let creds =
         aws_credential_types::Credentials::new("AKIDTEST", "test-secret-key", None, None, "t");
     let proxy = Proxy::start_with_credentials(args, "unused", creds).await;
+    (redis, emulator, proxy)
+}
+
+/// IAM sessions taken from the pool re-authenticate on the pooled AUTH's
+/// schedule: with a 3 s session age none is cut, and pooled connections
+/// too old to re-authenticate in time are retired, not handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_iam_sessions_reauthenticate_in_time_and_old_ones_are_retired() {
+    let (_redis, emulator, proxy) = iam_pool_of_2("1s").await;
     reaches(&proxy, "pool_connections", 2.0).await;
     let mut sessions = Vec::new();
     for _ in 0..3 {
@@ -484,22 +491,8 @@ async fn with_reuse_off_no_connection_is_reused() {
 /// never cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_iam_connections_reauthenticate_in_time() {
-    let redis = RedisServer::start(backend_options());
-    let emulator = Emulator::start(
-        &redis,
-        &EmulatorOptions {
-            max_session_age: "3s".into(),
-            ..EmulatorOptions::default()
-        },
-    );
-    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
-    args.pool_size = Some(2);
-    args.max_session_age = Some("3s".parse().unwrap());
     // Pooled connections live at most half of this (1.3 s) before they age out.
-    args.reauth_after = Some("2600ms".parse().unwrap());
-    let creds =
-        aws_credential_types::Credentials::new("AKIDTEST", "test-secret-key", None, None, "t");
-    let proxy = Proxy::start_with_credentials(args, "unused", creds).await;
+    let (_redis, emulator, proxy) = iam_pool_of_2("2600ms").await;
     reaches(&proxy, "pool_connections", 2.0).await;
     let signed = proxy.auth.as_ref().unwrap().iam_stats().unwrap();
     let iam_auths = r#"auth_attempts_total{method="iam",outcome="success"}"#;
