@@ -107,19 +107,7 @@ fd_limit=$(ulimit -n)
 [[ $fd_limit =~ ^[0-9]+$ ]] && ((fd_limit / 2 - 64 < haproxy_maxconn)) && haproxy_maxconn=$((fd_limit / 2 - 64))
 # haproxy and stunnel as the baseline in shared/perf configures them: one
 # thread, verify the server, resume TLS sessions (their defaults).
-cat >"$work/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn $haproxy_maxconn
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-listen redis_tls
-    bind 127.0.0.1:${port[haproxy]}
-    server r1 127.0.0.1:${port[tls]} ssl verify required ca-file $work/ca.pem sni str(localhost) verifyhost localhost
-EOF
+haproxy_config "${port[haproxy]}" "${port[tls]}" "$haproxy_maxconn"
 "${client_pin[@]}" haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
 pid_of[haproxy]=$!
 pids+=($!)

@@ -62,19 +62,7 @@ admin_port=$((BASE_PORT + 2))
 
 haproxy_port=$((BASE_PORT + 3))
 # haproxy as benches/compare.sh runs it: one thread, verifying the server.
-cat >"$work/haproxy.cfg" <<CONFIG
-global
-    nbthread 1
-    maxconn 1000
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-listen redis_tls
-    bind 127.0.0.1:$haproxy_port
-    server r1 127.0.0.1:$port ssl verify required ca-file $work/ca.pem sni str(localhost) verifyhost localhost
-CONFIG
+haproxy_config "$haproxy_port" "$port" 1000
 
 # under PATH WRAPPER... -- N PIPELINE: runs PATH (proxy or haproxy) under
 # WRAPPER, sends N GETs through it on $CLIENTS connections, and stops it

@@ -67,3 +67,23 @@ wait_started() {
   echo "the proxy with admin port $1 did not start" >&2
   return 1
 }
+
+# haproxy_config LISTEN_PORT SERVER_PORT MAXCONN: writes $work/haproxy.cfg,
+# haproxy as the baseline in shared/perf configures it: mode tcp, one
+# thread, verifying the TLS server ($work/ca.pem, name localhost),
+# resuming TLS sessions (its default).
+haproxy_config() {
+  cat >"$work/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $3
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+listen redis_tls
+    bind 127.0.0.1:$1
+    server r1 127.0.0.1:$2 ssl verify required ca-file $work/ca.pem sni str(localhost) verifyhost localhost
+EOF
+}
