@@ -90,7 +90,7 @@ for _ in $(seq 100); do cli PING >/dev/null 2>&1 && break; sleep 0.1; done
 # The proxy, twice: the pool off and on. Each gets a tokio worker per CPU it
 # may run on, so pinned it has one, like haproxy's nbthread 1 below.
 for path in proxy pool; do
-  pool_args=()
+  pool_args=(--pool-size 0)
   [ "$path" = pool ] && pool_args=(--pool-size "$POOL_SIZE")
   "${client_pin[@]}" "$bin" --upstream "127.0.0.1:${port[tls]}" --tls-ca-file "$work/ca.pem" \
     --password-user app --password-env BENCH_PASSWORD "${pool_args[@]}" \

@@ -54,10 +54,11 @@ cli() {
 }
 for _ in $(seq 100); do cli PING >/dev/null 2>&1 && break; sleep 0.1; done
 
-# start_proxy BINARY PORT ADMIN_PORT: a proxy in front of the server.
+# start_proxy BINARY PORT ADMIN_PORT: a proxy in front of the server, the
+# warm pool off (with it, and its reuse, a new client opens no connection).
 start_proxy() {
   "${client_pin[@]}" "$1" --upstream "localhost:$port" --tls-ca-file "$work/ca.pem" \
-    --password-user app --password-env BENCH_PASSWORD \
+    --password-user app --password-env BENCH_PASSWORD --pool-size 0 \
     --listen "127.0.0.1:$2" --admin-listen "127.0.0.1:$3" --log-level warn &
   pids+=($!)
   local status=

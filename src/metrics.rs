@@ -121,6 +121,8 @@ pub struct Metrics {
     /// `reason`; connections whose client left that went back after RESET
     /// and AUTH (reuses).
     pub pool_connections: IntGauge,
+    /// How many it aims to keep ready now (sized by the accept rate).
+    pub pool_target: IntGauge,
     pub pool_hits: IntCounter,
     pub pool_misses: IntCounter,
     pub pool_refills: IntCounter,
@@ -308,6 +310,10 @@ impl Metrics {
             pool_connections: reg!(IntGauge::new(
                 name("pool_connections"),
                 "Warm pool: authenticated upstream connections ready for new clients now."
+            )),
+            pool_target: reg!(IntGauge::new(
+                name("pool_target"),
+                "Warm pool: connections it aims to keep ready now: the most new clients in one second of the last minute, at least 1 while clients came in the last 10 minutes, at most --pool-size."
             )),
             pool_hits: reg!(counter(
                 "pool_hits_total",

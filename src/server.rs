@@ -108,6 +108,8 @@ impl Server {
             }
             None => (None, None),
         };
+        let pool = (cfg.pool_size > 0)
+            .then(|| session::pool::Pool::new(cfg.pool_size, cfg.pool_reuse, metrics.clone()));
         let ctx = Arc::new(Context {
             connector,
             auth,
@@ -124,8 +126,7 @@ impl Server {
             health: health.clone(),
             cluster: topology,
             route: cfg.route.clone(),
-            pool: (cfg.pool_size > 0)
-                .then(|| session::pool::Pool::new(cfg.pool_size, cfg.pool_reuse)),
+            pool,
         });
         let tcp = TcpListener::bind(cfg.listen)
             .await
@@ -222,8 +223,7 @@ impl Server {
             })
         });
         // Cluster mode: node listeners hand their clients to the loop below.
-        let (node_tx, mut node_rx) =
-            mpsc::channel::<(tokio::net::TcpStream, String, Arc<cluster::Node>)>(64);
+        let (node_tx, mut node_rx) = mpsc::channel::<NodeClient>(64);
         let mut node_listeners = JoinSet::new();
         let (mut new_listeners, maintainer) = match cluster {
             Some((listeners, refresh)) => {
@@ -255,9 +255,9 @@ impl Server {
                     (Client::Tcp(s), peer.to_string(), None)
                 }),
                 r = accept_unix(&unix) => r.map(|s| (Client::Unix(s), "unix".to_string(), None)),
-                Some((s, peer, node)) = node_rx.recv() => Ok((Client::Tcp(s), peer, Some(node))),
+                Some(c) = node_rx.recv() => Ok((Client::Tcp(c.stream), c.peer, Some((c.node, c.pool)))),
                 Some(new) = next_listener(&mut new_listeners) => {
-                    node_listeners.spawn(accept_node(new, node_tx.clone()));
+                    node_listeners.spawn(accept_node(new, ctx.clone(), node_tx.clone()));
                     continue;
                 }
                 // Reap finished sessions so the set stays as small as the live ones.
@@ -298,14 +298,23 @@ impl Server {
             }
             let guard = Active::new(&health, &metrics);
             let ctx = ctx.clone();
-            let node_guard = node.as_ref().map(|n| {
+            let node_guard = node.as_ref().map(|(n, _)| {
                 let gauge = metrics
                     .cluster_node_sessions
                     .with_label_values(&[&n.name()]);
                 gauge.inc();
                 NodeSession(gauge)
             });
-            let conn = session::Conn { id, peer, node };
+            let (node, pool) = match node {
+                Some((node, pool)) => (Some(node), pool),
+                None => (None, ctx.pool.clone()),
+            };
+            let conn = session::Conn {
+                id,
+                peer,
+                node,
+                pool,
+            };
             sessions.spawn(
                 async move {
                     let _node_guard = node_guard;
@@ -481,26 +490,42 @@ async fn next_listener(
 
 /// Accepts on one node's listener, handing each client to the accept loop
 /// (which applies the connection limit and starts the session).
-async fn accept_node(
-    new: cluster::Listener,
-    to_loop: mpsc::Sender<(tokio::net::TcpStream, String, Arc<cluster::Node>)>,
-) {
+async fn accept_node(new: cluster::Listener, ctx: Arc<Context>, to_loop: mpsc::Sender<NodeClient>) {
     let cluster::Listener { listener, node } = new;
+    // The node's own warm pool, filled while its listener lives (and
+    // dropped, with what it holds, when the node leaves or the proxy drains).
+    let pool = ctx.pool.as_ref().map(|p| p.for_node(node.clone()));
+    let refill = {
+        let pool = pool.clone();
+        async move {
+            match pool {
+                Some(pool) => {
+                    ctx.auth.wait_ready().await;
+                    pool.refill(ctx).await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    };
+    tokio::pin!(refill);
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             () = node.removed() => return,
+            () = &mut refill => return,
         };
         match accepted {
             Ok((s, peer)) => {
                 backoff = Duration::from_millis(5);
                 let _ = s.set_nodelay(true);
-                if to_loop
-                    .send((s, peer.to_string(), node.clone()))
-                    .await
-                    .is_err()
-                {
+                let client = NodeClient {
+                    stream: s,
+                    peer: peer.to_string(),
+                    node: node.clone(),
+                    pool: pool.clone(),
+                };
+                if to_loop.send(client).await.is_err() {
                     return;
                 }
             }
@@ -511,6 +536,16 @@ async fn accept_node(
             }
         }
     }
+}
+
+/// A client accepted by a cluster node's listener, on its way to the
+/// accept loop.
+struct NodeClient {
+    stream: tokio::net::TcpStream,
+    peer: String,
+    node: Arc<cluster::Node>,
+    /// The node listener's warm pool.
+    pool: Option<Arc<session::pool::Pool>>,
 }
 
 /// Counts a session in its node's `cluster_node_sessions` while it lives.

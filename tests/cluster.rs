@@ -549,6 +549,61 @@ fn replica_of(cluster: &RedisCluster, primary: u16) -> u16 {
         .unwrap_or_else(|| panic!("a replica in {replicas}"))
 }
 
+/// Every node listener has a warm pool of its own: a new client of a node
+/// takes a connection to that node already authenticated, and one whose
+/// client left goes back after RESET + AUTH, which clears READONLY (with
+/// the rest of its state) for the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_listeners_pool_serves_its_clients_and_reuse_clears_readonly() {
+    let cluster = RedisCluster::start(3, 1);
+    let proxy = cluster_proxy(&cluster).await;
+    let slot = slot_of(&cluster, "node");
+    let primary = owner_of(&cluster, &slot);
+    let replica = replica_of(&cluster, primary);
+    let p = listener_of(&proxy, &cluster, primary).await;
+    let r = listener_of(&proxy, &cluster, replica).await;
+    let mut c = Resp::connect(p).await;
+    assert_eq!(text(&c.cmd(&[b"SET", b"{node}:n", b"1"]).await), "+OK");
+    assert_eq!(text(&c.cmd(&[b"WAIT", b"1", b"5000"]).await), ":1");
+    // The seed's pool starts full (8); each of the 6 nodes' keeps one.
+    series_becomes(&proxy, "pool_connections", 14.0).await;
+
+    let (hits, reuses) = (
+        series(&proxy, "pool_hits_total").await,
+        series(&proxy, "pool_reuses_total").await,
+    );
+    let mut a = Resp::connect(r).await;
+    let id = text(&a.cmd(&[b"CLIENT", b"ID"]).await);
+    assert_eq!(text(&a.cmd(&[b"READONLY"]).await), "+OK");
+    assert_eq!(text(&a.cmd(&[b"GET", b"{node}:n"]).await), "$1");
+    let info = text(&a.cmd(&[b"CLIENT", b"INFO"]).await);
+    assert!(info.contains(" flags=r "), "{info}");
+    assert_eq!(series(&proxy, "pool_hits_total").await, hits + 1.0);
+    drop(a);
+    series_becomes(&proxy, "pool_reuses_total", reuses + 1.0).await;
+
+    // Two new clients empty the replica's pool: one gets the connection
+    // back, fresh.
+    let (mut b, mut d) = (Resp::connect(r).await, Resp::connect(r).await);
+    let ids = [
+        text(&b.cmd(&[b"CLIENT", b"ID"]).await),
+        text(&d.cmd(&[b"CLIENT", b"ID"]).await),
+    ];
+    let again = match ids.iter().position(|i| *i == id) {
+        Some(0) => &mut b,
+        Some(_) => &mut d,
+        None => panic!("{id} not reused: {ids:?}"),
+    };
+    let info = text(&again.cmd(&[b"CLIENT", b"INFO"]).await);
+    assert!(info.contains(" flags=N "), "READONLY survived the reuse: {info}");
+    assert_eq!(
+        text(&again.cmd(&[b"GET", b"{node}:n"]).await),
+        format!("-MOVED {slot} {p}")
+    );
+    assert_eq!(text(&again.cmd(&[b"ACL", b"WHOAMI"]).await), "$app");
+    assert_eq!(series(&proxy, "pool_hits_total").await, hits + 3.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_listeners_serve_readonly_replicas_multi_and_sharded_pubsub_as_direct() {
     let cluster = RedisCluster::start(3, 1);

@@ -120,7 +120,8 @@ async fn a_rejected_auth_is_the_reply_to_the_first_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_costs_no_upstream_connection() {
     let redis = RedisServer::start(RedisOptions::default());
-    let proxy = Proxy::start(&redis).await;
+    // The pool off: it would open connections of its own.
+    let proxy = Proxy::start_with(Proxy::no_pool(Proxy::args(&redis)), "app-secret-pw").await;
     for _ in 0..3 {
         let s = TcpStream::connect(proxy.addr).await.unwrap();
         drop(s);
@@ -603,7 +604,8 @@ async fn every_protocol_error_is_redis_own_byte_for_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_client_is_told_in_the_log_counted_and_closed() {
     let redis = RedisServer::start(RedisOptions::default());
-    let proxy = Proxy::start(&redis).await;
+    // The pool off: it would open connections of its own.
+    let proxy = Proxy::start_with(Proxy::no_pool(Proxy::args(&redis)), "app-secret-pw").await;
     let handshake = common::tls_connect(&redis.tls_connector(), proxy.addr.port()).await;
     assert!(
         handshake.is_err(),
@@ -621,7 +623,9 @@ const CLIENT_PW_VAR: &str = "TEST_CLIENT_PASSWORD";
 const CLIENT_PW: &str = "local-client-pw";
 
 async fn with_client_password(redis: &RedisServer) -> Proxy {
-    let mut args = Proxy::args(redis);
+    // The pool off: the tests count what reaches the server, to which the
+    // pool's refills would add their own connections and AUTHs.
+    let mut args = Proxy::no_pool(Proxy::args(redis));
     args.client_password_env = Some(CLIENT_PW_VAR.into());
     // `Proxy::start_with` only knows the upstream password's variable.
     let env = |k: &str| match k {
@@ -872,7 +876,9 @@ async fn becomes(admin: SocketAddr, path: &str, want: (u16, &str)) {
 async fn startup_and_readiness_follow_whether_the_upstream_authenticates() {
     let redis = RedisServer::start(RedisOptions::default());
     // Password mode with the wrong password: every connection would fail.
-    let proxy = Proxy::start_with(Proxy::args(&redis), "not-the-password").await;
+    // The pool off: a pooled connection authenticated before the password
+    // changed would serve a client after it.
+    let proxy = Proxy::start_with(Proxy::no_pool(Proxy::args(&redis)), "not-the-password").await;
     let failing = (503, "upstream failing: auth_rejected");
     becomes(proxy.admin, "/startup", failing).await;
     becomes(proxy.admin, "/readiness", failing).await;

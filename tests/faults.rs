@@ -19,13 +19,15 @@ type Stack = (RedisServer, FaultRelay, Proxy);
 
 /// A redis-server with a plaintext port, a relay in front of it, and a
 /// proxy (`--no-tls`) in front of the relay; `more` adjusts the settings.
+/// The matrix's faults hit the next upstream connection, a client's: the
+/// warm pool, whose connections open ahead of the client, is off.
 async fn plain_stack(more: impl FnOnce(&mut config::Args)) -> Stack {
     let redis = RedisServer::start(RedisOptions {
         plain_port: true,
         ..RedisOptions::default()
     });
     let relay = FaultRelay::start(redis.plain_addr().unwrap()).await;
-    let mut args = Proxy::args(&redis);
+    let mut args = Proxy::no_pool(Proxy::args(&redis));
     args.upstream = Some(relay.addr.to_string().parse().unwrap());
     args.tls_ca_file = None;
     args.no_tls = Some(true);
@@ -153,7 +155,8 @@ async fn reset_mid_pipeline_delivers_what_came_then_one_error() {
 async fn reset_mid_auth_is_the_error_for_each_command() {
     let redis = RedisServer::start(RedisOptions::default());
     let relay = FaultRelay::start(redis.tls_addr()).await;
-    let mut args = Proxy::args(&redis);
+    // The pool off: the fault hits the client's own connection.
+    let mut args = Proxy::no_pool(Proxy::args(&redis));
     args.upstream = Some(format!("localhost:{}", relay.addr.port()).parse().unwrap());
     let proxy = Proxy::start_with(args, "app-secret-pw").await;
     // TLS 1.3: the proxy's Finished, then its AUTH.
@@ -350,7 +353,8 @@ async fn wave(proxy: SocketAddr) -> Vec<String> {
 }
 
 /// A cache that admits 5 IAM authentications a second, and an IAM proxy in
-/// front of it (`more` adds the fallback).
+/// front of it (`more` adds the fallback), the warm pool off: the storm is
+/// one IAM AUTH per client connection, and the tests count them.
 async fn throttling(
     more: impl FnOnce(&mut config::Args),
 ) -> (RedisServer, common::Emulator, Proxy) {
@@ -360,7 +364,7 @@ async fn throttling(
         ..common::EmulatorOptions::default()
     };
     let emulator = common::Emulator::start(&redis, &options);
-    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
+    let mut args = Proxy::no_pool(Proxy::iam_args(&redis, emulator.addr.port()));
     more(&mut args);
     let creds =
         aws_credential_types::Credentials::new("AKIDTEST", "test-secret-key", None, None, "t");

@@ -32,6 +32,15 @@ fn setup(opts: &EmulatorOptions) -> (RedisServer, Emulator) {
     (redis, emulator)
 }
 
+/// IAM settings with the warm pool off: these tests count the AUTHs and
+/// signings each client connection costs, which the pool's own would add to.
+fn fresh_args(redis: &RedisServer, emulator: &Emulator) -> elasticache_auth_proxy::config::Args {
+    Proxy::no_pool(Proxy::iam_args(redis, emulator.addr.port()))
+}
+
+/// The extra flags that turn the warm pool off, for the same reason.
+const NO_POOL: [&str; 2] = ["--pool-size", "0"];
+
 async fn whoami(addr: SocketAddr) -> String {
     let mut c = Resp::connect(addr).await;
     text(&c.cmd(&[b"ACL", b"WHOAMI"]).await)
@@ -40,7 +49,7 @@ async fn whoami(addr: SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_authenticate_as_the_iam_user_without_signing_each_time() {
     let (redis, emulator) = setup(&EmulatorOptions::default());
-    let args = Proxy::iam_args(&redis, emulator.addr.port());
+    let args = fresh_args(&redis, &emulator);
     let proxy = Proxy::start_with_credentials(args, "unused", test_creds()).await;
     for _ in 0..20 {
         assert_eq!(whoami(proxy.addr).await, format!("${IAM_USER}"));
@@ -57,7 +66,7 @@ async fn connections_authenticate_as_the_iam_user_without_signing_each_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_and_reset_carry_fresh_tokens() {
     let (redis, emulator) = setup(&EmulatorOptions::default());
-    let args = Proxy::iam_args(&redis, emulator.addr.port());
+    let args = fresh_args(&redis, &emulator);
     let proxy = Proxy::start_with_credentials(args, "unused", test_creds()).await;
     let mut c = Resp::connect(proxy.addr).await;
     // The client's own credentials are replaced by the proxy's IAM token.
@@ -95,13 +104,13 @@ async fn serverless_tokens_carry_the_resource_type() {
         ..EmulatorOptions::default()
     };
     let (redis, emulator) = setup(&opts);
-    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
+    let mut args = fresh_args(&redis, &emulator);
     args.serverless = Some(true);
     let proxy = Proxy::start_with_credentials(args, "unused", test_creds()).await;
     assert_eq!(whoami(proxy.addr).await, format!("${IAM_USER}"));
 
     // A node-based token is refused by a serverless cache.
-    let args = Proxy::iam_args(&redis, emulator.addr.port());
+    let args = fresh_args(&redis, &emulator);
     let proxy = Proxy::start_with_credentials(args, "unused", test_creds()).await;
     let mut c = Resp::connect(proxy.addr).await;
     let refused = text(&c.cmd(&[b"PING"]).await);
@@ -121,7 +130,7 @@ async fn wrong_secret_fails_in_iam_mode_and_falls_back_to_the_password() {
     let (redis, emulator) = setup(&EmulatorOptions::default());
     let wrong = Credentials::new("AKIDTEST", "not-the-secret", None, None, "test");
 
-    let args = Proxy::iam_args(&redis, emulator.addr.port());
+    let args = fresh_args(&redis, &emulator);
     let proxy = Proxy::start_with_credentials(args, "unused", wrong.clone()).await;
     let mut c = Resp::connect(proxy.addr).await;
     let refused = text(&c.cmd(&[b"PING"]).await);
@@ -130,7 +139,7 @@ async fn wrong_secret_fails_in_iam_mode_and_falls_back_to_the_password() {
         "{refused}"
     );
 
-    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
+    let mut args = fresh_args(&redis, &emulator);
     args.auth = Some(elasticache_auth_proxy::config::AuthMode::IamWithPasswordFallback);
     args.password_user = Some("app".into());
     args.password_env = Some(common::PASSWORD_ENV.into());
@@ -283,7 +292,8 @@ async fn rotating_container_credentials_keep_new_connections_authenticating() {
     let endpoint = CredentialsEndpoint::start(start).await;
     let env = container_env(endpoint.addr);
     // At trace level too, the credentials the endpoint serves stay out of the log.
-    let proxy = ProxyProcess::start(&emulator, &redis, &["--log-level", "trace"], &env);
+    let extra = [&["--log-level", "trace"][..], &NO_POOL].concat();
+    let proxy = ProxyProcess::start(&emulator, &redis, &extra, &env);
     // Past the first credentials' expiry (12 s): every new connection still
     // authenticates, with tokens from newer credentials.
     let until = Instant::now() + VALIDITY + Duration::from_secs(4);
@@ -382,6 +392,8 @@ async fn wrong_secret_falls_back_with_metrics_and_a_json_audit_trail() {
         "json",
         "--log-level",
         "trace",
+        NO_POOL[0],
+        NO_POOL[1],
     ];
     let proxy = ProxyProcess::start(&emulator, &redis, &extra, &env);
     assert_eq!(whoami(proxy.addr).await, "$app", "the client is unaffected");
@@ -670,6 +682,9 @@ async fn no_secret_in_any_log_line_metric_or_client_reply_under_faults() {
         "1s",
         "--connect-timeout",
         "1s",
+        // Each fault hits the next upstream connection: a client's.
+        NO_POOL[0],
+        NO_POOL[1],
     ];
     let proxy = ProxyProcess::start_to(relay.addr.port(), &redis, &extra, &env);
     let mut seen = Vec::new();

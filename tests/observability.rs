@@ -57,13 +57,20 @@ fn setup(opts: &EmulatorOptions) -> (RedisServer, Emulator) {
     (redis, emulator)
 }
 
-/// IAM against `emulator` with the password user `app` as the fallback.
+/// IAM against `emulator`, the warm pool off: these tests count each
+/// client connection's AUTH attempts and fallbacks, to which the pool's own
+/// connections would add theirs.
+fn iam_args(redis: &RedisServer, emulator: &Emulator) -> config::Args {
+    Proxy::no_pool(Proxy::iam_args(redis, emulator.addr.port()))
+}
+
+/// As `iam_args`, with the password user `app` as the fallback.
 fn fallback_args(redis: &RedisServer, emulator: &Emulator) -> config::Args {
     config::Args {
         auth: Some(AuthMode::IamWithPasswordFallback),
         password_user: Some("app".into()),
         password_env: Some(PASSWORD_ENV.into()),
-        ..Proxy::iam_args(redis, emulator.addr.port())
+        ..iam_args(redis, emulator)
     }
 }
 
@@ -315,7 +322,7 @@ impl ProvideCredentials for Gated {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iam_success_is_counted_and_the_gauges_follow_the_client() {
     let (redis, emulator) = setup(&EmulatorOptions::default());
-    let args = Proxy::iam_args(&redis, emulator.addr.port());
+    let args = iam_args(&redis, &emulator);
     let proxy = Proxy::start_with_credentials(args, "unused", good_creds()).await;
 
     let mut c = Resp::connect(proxy.addr).await;
@@ -582,7 +589,7 @@ async fn iam_comes_back_once_the_credentials_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_follow_startup_capacity_and_drain() {
     let (redis, emulator) = setup(&EmulatorOptions::default());
-    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
+    let mut args = iam_args(&redis, &emulator);
     args.max_connections = Some(1);
     args.drain_timeout = Some("5s".parse().unwrap());
     let gate = Arc::new(Notify::new());
@@ -664,7 +671,7 @@ async fn session_cut_at_the_age_limit_is_an_expiration() {
         ..EmulatorOptions::default()
     };
     let (redis, emulator) = setup(&opts);
-    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
+    let mut args = iam_args(&redis, &emulator);
     args.max_session_age = Some("2s".parse().unwrap());
     args.reauth_after = Some("1s".parse().unwrap());
     let proxy = Proxy::start_with_credentials(args, "unused", good_creds()).await;
@@ -702,7 +709,7 @@ async fn session_cut_at_the_age_limit_is_an_expiration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_deadline_closes_what_is_left_and_the_gauges_follow() {
     let (redis, emulator) = setup(&EmulatorOptions::default());
-    let mut args = Proxy::iam_args(&redis, emulator.addr.port());
+    let mut args = iam_args(&redis, &emulator);
     args.drain_timeout = Some("1s".parse().unwrap());
     let mut proxy = Proxy::start_with_credentials(args, "unused", good_creds()).await;
 

@@ -52,7 +52,8 @@ async fn session(proxy: SocketAddr, key: &str) -> Resp {
 #[tokio::test]
 async fn the_first_connection_is_a_full_handshake_and_later_ones_resume() {
     let redis = RedisServer::start(RedisOptions::default());
-    let proxy = Proxy::start(&redis).await;
+    // The pool off: the first client's connection is the first handshake.
+    let proxy = Proxy::start_with(Proxy::no_pool(Proxy::args(&redis)), "app-secret-pw").await;
     assert_eq!(counts(&proxy).await, (0.0, 0.0), "pre-initialised at 0");
 
     // The first session's AUTH reply brings the server's session tickets
@@ -116,11 +117,13 @@ impl Drop for Switch {
     }
 }
 
-/// The proxy's settings for reaching `redis` as `localhost` through `switch`.
+/// The proxy's settings for reaching `redis` as `localhost` through
+/// `switch`, the warm pool off: each client's connection is a handshake of
+/// its own, and the tests count them.
 fn through(switch: &Switch, redis: &RedisServer) -> elasticache_auth_proxy::config::Args {
     elasticache_auth_proxy::config::Args {
         upstream: Some(format!("localhost:{}", switch.addr.port()).parse().unwrap()),
-        ..Proxy::args(redis)
+        ..Proxy::no_pool(Proxy::args(redis))
     }
 }
 

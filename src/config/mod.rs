@@ -131,7 +131,7 @@ settings! {
     #[arg(help_heading = "Listening", value_name = "FILE")] client_password_file: PathBuf,
     /// Maximum concurrent client connections, 0 = unlimited [default: 10000]
     #[arg(help_heading = "Limits and timeouts", value_name = "N")] max_connections: usize,
-    /// Warm pool: keep this many upstream connections connected, TLS-established and authenticated, so a new client takes one at once; 0 = off [default: 0]
+    /// Warm pool: at most this many upstream connections kept connected, TLS-established and authenticated, so a new client takes one at once; full at start, then sized to the busiest second of the last minute; 0 = off [default: 8]
     #[arg(help_heading = "Limits and timeouts", value_name = "N")] pool_size: usize,
     /// Warm pool: a connection whose client left cleanly with nothing owed goes back to the pool after RESET and a fresh AUTH, both replies checked [default: on with --pool-size]
     #[arg(help_heading = "Limits and timeouts", value_name = "on|off")] pool_reuse: Switch,
@@ -261,7 +261,7 @@ pub struct Config {
     pub client_password: Option<Secret>,
     /// 0 = unlimited.
     pub max_connections: usize,
-    /// Warm upstream connections kept ready; 0 = no pool.
+    /// The most warm upstream connections kept ready; 0 = no pool.
     pub pool_size: usize,
     /// A session whose client left cleanly with nothing owed returns its
     /// connection to the pool (after RESET + AUTH); never without a pool.
@@ -835,7 +835,7 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
         )?
         .map(|(secret, _)| secret),
         max_connections: a.max_connections.unwrap_or(10_000),
-        pool_size: a.pool_size.unwrap_or(0),
+        pool_size: a.pool_size.unwrap_or(POOL_SIZE),
         pool_reuse: pool_reuse(&a)?,
         connect_timeout,
         auth_timeout,
@@ -856,14 +856,18 @@ fn resolve(a: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Erro
     })
 }
 
+/// The warm pool's default bound: small, since the pool sizes itself to
+/// the accept rate below it, and enough for an app's start-up burst.
+const POOL_SIZE: usize = 8;
+
 /// Whether sessions return their connections to the warm pool: on by
 /// default with a pool; asking for it without one is a mistake worth saying.
 fn pool_reuse(a: &Args) -> Result<bool, Error> {
-    let pool = a.pool_size.unwrap_or(0) > 0;
+    let pool = a.pool_size.unwrap_or(POOL_SIZE) > 0;
     match a.pool_reuse {
         Some(Switch::On) if !pool => Err(invalid(
             "pool_reuse",
-            "only applies with --pool-size above 0",
+            "only applies with a warm pool (--pool-size above 0)",
         )),
         Some(switch) => Ok(switch == Switch::On),
         None => Ok(pool),

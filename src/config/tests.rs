@@ -657,7 +657,11 @@ fn pool_reuse_defaults_to_the_pool_and_is_read_from_every_layer() {
     let reuse = |argv: &str, env: &[(&str, &str)], file: Option<&str>| {
         load(&format!("{base} {argv}"), env, file).map(|c| c.pool_reuse)
     };
-    assert!(!reuse("", &[], None).unwrap(), "no pool, no reuse");
+    assert!(reuse("", &[], None).unwrap(), "on with the default pool");
+    assert!(
+        !reuse("--pool-size 0", &[], None).unwrap(),
+        "no pool, no reuse"
+    );
     assert!(reuse("--pool-size 4", &[], None).unwrap(), "on with a pool");
     assert!(!reuse("--pool-size 4 --pool-reuse off", &[], None).unwrap());
     let env = [("ELASTICACHE_AUTH_PROXY_POOL_REUSE", "off")];
@@ -671,7 +675,9 @@ fn pool_reuse_defaults_to_the_pool_and_is_read_from_every_layer() {
         Some(file)
     )
     .unwrap());
-    let err = reuse("--pool-reuse on", &[], None).unwrap_err().to_string();
+    let err = reuse("--pool-size 0 --pool-reuse on", &[], None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--pool-size"), "{err}");
     assert!(flags(&format!("{base} --pool-size 4 --pool-reuse maybe")).is_err());
 }

@@ -73,6 +73,7 @@ impl Harness {
             id: 0,
             peer: "fuzz".into(),
             node: None,
+            pool: None,
         };
         Harness {
             relay: Relay::new(ctx, BytesMut::new(), Method::Password, conn),

@@ -81,8 +81,9 @@ pub struct Context {
     pub cluster: Option<Arc<cluster::Topology>>,
     /// The route's name for the audit log; `None` with only one route.
     pub route: Option<String>,
-    /// The warm pool of ready upstream connections (`--pool-size`); `None`
-    /// when off. Only the main listener's sessions take from it.
+    /// The main listener's warm pool of ready upstream connections
+    /// (`--pool-size`); `None` when off. Each cluster node listener has its
+    /// own, made from this one ([`pool::Pool::for_node`]).
     pub pool: Option<Arc<pool::Pool>>,
 }
 
@@ -127,6 +128,9 @@ pub struct Conn {
     /// Cluster mode: the node whose listener accepted the client; `None`
     /// for the main listener (the configured endpoint).
     pub node: Option<Arc<cluster::Node>>,
+    /// The warm pool of the listener that accepted the client, which the
+    /// session takes its connection from and may hand it back to.
+    pub pool: Option<Arc<pool::Pool>>,
 }
 
 impl Conn {
@@ -204,9 +208,9 @@ where
     // fn's state is as large as its largest await, and every idle session's
     // task would carry theirs for its whole life (6.5 KB against 2.7 KB).
     let mut pending = BytesMut::new();
-    let warm = match (&ctx.pool, &conn.node) {
-        (Some(pool), None) => Box::pin(pool.take(&ctx)).await,
-        _ => None,
+    let warm = match &conn.pool {
+        Some(pool) => Box::pin(pool.take(&ctx)).await,
+        None => None,
     };
     // A fresh connection's AUTH runs at the server after this: its session
     // age counts from here, early rather than late.
@@ -251,11 +255,7 @@ where
     let (ctx, conn) = (relay.ctx.clone(), relay.conn.clone());
     // The session's gauges go now: what follows is the pool's.
     drop(relay);
-    if let Some(pool) = ctx
-        .pool
-        .as_ref()
-        .filter(|p| p.reuses() && conn.node.is_none())
-    {
+    if let Some(pool) = conn.pool.as_ref().filter(|p| p.reuses()) {
         match kept {
             // The client has gone and was owed nothing: the tail of the
             // session makes the connection fresh for the next one.
@@ -285,6 +285,7 @@ pub async fn probe(ctx: &Context) {
         id: 0,
         peer: "probe".into(),
         node: None,
+        pool: None,
     };
     let mut rest = BytesMut::new();
     let opened = open_recorded(ctx, &conn, &mut rest).await;
@@ -314,6 +315,7 @@ pub async fn read_topology(ctx: &Context) -> Result<(cluster::Kind, Bytes), Erro
         id: 0,
         peer: "topology".into(),
         node: None,
+        pool: None,
     };
     let mut rest = BytesMut::new();
     let (mut stream, _) = open_recorded(ctx, &conn, &mut rest).await?;
@@ -799,13 +801,10 @@ impl Relay {
     }
 
     /// Whether this session's connection goes back to the warm pool now
-    /// that its client closed: reuse is on, this is the main listener, the
-    /// proxy is not draining, and nothing is owed or left behind.
+    /// that its client closed: its listener's pool reuses, the proxy is not
+    /// draining, and nothing is owed or left behind.
     fn wants_reuse(&self) -> bool {
-        if !self.ctx.pool.as_ref().is_some_and(|p| p.reuses())
-            || self.conn.node.is_some()
-            || *self.ctx.drain.borrow()
-        {
+        if !self.conn.pool.as_ref().is_some_and(|p| p.reuses()) || *self.ctx.drain.borrow() {
             return false;
         }
         match self.reuse_refusal() {
@@ -1694,6 +1693,7 @@ mod tests {
             id: 1,
             peer: "test".into(),
             node: None,
+            pool: None,
         };
         let session = run(client, ctx, conn);
         let size = std::mem::size_of_val(&session);

@@ -1,7 +1,10 @@
 //! The warm pool: upstream connections already TCP-connected,
 //! TLS-established and authenticated, so a new client takes one at once
 //! instead of paying the connect, the handshake and the AUTH on its first
-//! command. A background task keeps `--pool-size` of them.
+//! command. A background task keeps the pool at its target: full
+//! (`--pool-size`) at the start, then as many as the busiest second of the
+//! last minute asked for (the accept rate), at least one while clients came
+//! in the last ten minutes, at most `--pool-size`.
 //!
 //! A pooled connection is handed out only if it is sound: the server has
 //! not closed it or sent anything (checked without waiting, at the moment
@@ -18,7 +21,10 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -38,8 +44,10 @@ use super::{
 };
 use crate::{
     auth::Method,
+    cluster::Node,
     error::{Error, Kind},
-    upstream::Stream,
+    metrics::Metrics,
+    upstream::{Connector, Stream},
 };
 
 /// The oldest a pooled connection may be, whatever the session age: the
@@ -55,6 +63,12 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// that connects per request returns its connection within milliseconds,
 /// and a returned connection costs no TCP or TLS handshake.
 const RETURN_WAIT: Duration = Duration::from_secs(1);
+/// The pool sizes itself to the busiest second in this many.
+const DEMAND_SECONDS: usize = 60;
+/// While a client asked within this long (or the proxy started within it),
+/// the pool keeps at least one connection ready; after that, none: an idle
+/// sidecar stops opening (and authenticating) connections nobody takes.
+const KEEP_ONE: Duration = Duration::from_secs(600);
 
 /// One ready connection.
 pub struct Warm {
@@ -66,9 +80,20 @@ pub struct Warm {
     pub authed_at: Instant,
 }
 
-/// The pool of one upstream endpoint.
+/// The pool of one upstream endpoint: the configured one, or one cluster
+/// node's.
 pub struct Pool {
+    /// The most connections it holds (`--pool-size`).
     size: usize,
+    /// Cluster mode: the node this pool connects to; `None`: the configured
+    /// endpoint.
+    node: Option<Arc<Node>>,
+    /// What this pool last added to the `pool_connections` and
+    /// `pool_target` gauges, which sum every pool's (taken out on drop).
+    published: [AtomicI64; 2],
+    metrics: Arc<Metrics>,
+    /// New clients per second, for the target.
+    demand: Mutex<Demand>,
     /// Sessions hand their connections back (`--pool-reuse`).
     reuse: bool,
     /// When clients took connections not handed back since, oldest first,
@@ -81,9 +106,32 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(size: usize, reuse: bool) -> Arc<Pool> {
+    /// The main listener's pool; it starts full.
+    pub fn new(size: usize, reuse: bool, metrics: Arc<Metrics>) -> Arc<Pool> {
+        Pool::build(size, reuse, None, size, metrics)
+    }
+
+    /// A pool like this one for a cluster node's listener. It does not
+    /// start full: a cluster client reads the topology, then connects to
+    /// the nodes it needs, so each node's pool keeps one ready at first and
+    /// sizes itself to that node's clients.
+    pub fn for_node(&self, node: Arc<Node>) -> Arc<Pool> {
+        Pool::build(self.size, self.reuse, Some(node), 0, self.metrics.clone())
+    }
+
+    fn build(
+        size: usize,
+        reuse: bool,
+        node: Option<Arc<Node>>,
+        start: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             size,
+            node,
+            published: [AtomicI64::new(0), AtomicI64::new(0)],
+            metrics,
+            demand: Mutex::new(Demand::new(Instant::now(), start)),
             reuse,
             takes: Mutex::new(VecDeque::with_capacity(size)),
             idle: Mutex::new(VecDeque::with_capacity(size)),
@@ -101,11 +149,14 @@ impl Pool {
     /// poll of each candidate's socket). Counts the hit or miss.
     pub async fn take(&self, ctx: &Context) -> Option<Warm> {
         let max_age = Pool::max_age(ctx);
+        self.demand().record(Instant::now());
         loop {
             let next = self.lock().pop_front();
             let Some(mut warm) = next else {
                 ctx.metrics.pool_misses.inc();
-                self.publish(ctx);
+                self.publish();
+                // The target may have risen (from none after a quiet spell).
+                self.taken.notify_one();
                 return None;
             };
             let reason = if warm.authed_at.elapsed() >= max_age {
@@ -127,7 +178,7 @@ impl Pool {
                     // counts it as one that may come back.
                     self.taken.notify_one();
                     ctx.metrics.pool_hits.inc();
-                    self.publish(ctx);
+                    self.publish();
                     return Some(warm);
                 }
                 Some(reason) => {
@@ -147,14 +198,15 @@ impl Pool {
         let conn = Conn {
             id: 0,
             peer: "pool".into(),
-            node: None,
+            node: self.node.clone(),
+            pool: None,
         };
         let mut failures = 0u32;
         loop {
             self.retire_aged(&ctx);
             let ready = self.lock().len();
             let (awaited, next_expiry) = self.awaited();
-            let missing = to_open(self.size, ready, awaited);
+            let missing = to_open(self.target(), ready, awaited);
             if missing == 0 {
                 // Woken when one is taken or handed back, in time to retire
                 // the oldest, or when a return is no longer awaited.
@@ -187,10 +239,11 @@ impl Pool {
                     Ok(Ok(warm)) => {
                         failures = 0;
                         // A connection handed back meanwhile may have
-                        // filled the pool: it never holds more than its size.
+                        // filled the pool: it never holds more than its target.
+                        let target = self.target();
                         let spare = {
                             let mut idle = self.lock();
-                            if idle.len() < self.size {
+                            if idle.len() < target {
                                 idle.push_back(warm);
                                 None
                             } else {
@@ -204,7 +257,7 @@ impl Pool {
                                 close(warm.stream).await;
                             }
                         }
-                        self.publish(&ctx);
+                        self.publish();
                     }
                     Ok(Err(e)) => failed = Some(e),
                     // A panicking open is a bug elsewhere; it is not retried here.
@@ -256,6 +309,8 @@ impl Pool {
     /// timeout; abandoned at drain.
     pub async fn give_back(&self, ctx: &Context, conn: &Conn, mut stream: Stream) {
         let mut drain = ctx.drain.clone();
+        // Up to the bound, not the target: a returned connection costs no
+        // handshake, and one that nobody takes ages out.
         if self.lock().len() >= self.size || *drain.borrow() {
             // Nothing wrong with it; there is just no room (or no time).
             close(stream).await;
@@ -264,7 +319,8 @@ impl Pool {
         let conn = Conn {
             id: conn.id,
             peer: "reuse".into(),
-            node: None,
+            node: self.node.clone(),
+            pool: None,
         };
         let m = &ctx.metrics;
         let plan = ctx.auth.plan();
@@ -308,7 +364,7 @@ impl Pool {
         }
         let started = Instant::now();
         let result = tokio::select! {
-            r = ctx.connector.reset(&mut stream, &identity) => r,
+            r = self.connector(ctx).reset(&mut stream, &identity) => r,
             Ok(_) = drain.wait_for(|d| *d) => Err(Error::upstream(
                 Kind::Closed,
                 "abandoned: the proxy is draining",
@@ -367,7 +423,7 @@ impl Pool {
             method = method.as_str(),
             "connection reused: back in the pool"
         );
-        self.publish(ctx);
+        self.publish();
         self.taken.notify_one();
     }
 
@@ -395,17 +451,128 @@ impl Pool {
                 .pool_discards
                 .with_label_values(&["aged"])
                 .inc_by(aged as u64);
-            self.publish(ctx);
+            self.publish();
         }
     }
 
-    fn publish(&self, ctx: &Context) {
-        ctx.metrics.pool_connections.set(self.lock().len() as i64);
+    /// Moves the gauges by what changed since this pool last published.
+    fn publish(&self) {
+        // Under the lock, so that two publishes cannot leave the older
+        // reading last.
+        let idle = self.lock();
+        let now = [idle.len() as i64, self.target() as i64];
+        for (i, gauge) in self.gauges().into_iter().enumerate() {
+            gauge.add(now[i] - self.published[i].swap(now[i], Ordering::Relaxed));
+        }
+    }
+
+    fn gauges(&self) -> [&prometheus::IntGauge; 2] {
+        [&self.metrics.pool_connections, &self.metrics.pool_target]
+    }
+
+    /// Connects to this pool's endpoint.
+    fn connector<'a>(&'a self, ctx: &'a Context) -> &'a Connector {
+        self.node.as_ref().map_or(&ctx.connector, |n| &n.connector)
+    }
+
+    /// How many connections the pool aims to keep ready now.
+    fn target(&self) -> usize {
+        let now = Instant::now();
+        let demand = self.demand();
+        target(self.size, demand.peak(now), now - demand.last_ask)
+    }
+
+    fn demand(&self) -> std::sync::MutexGuard<'_, Demand> {
+        self.demand.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Warm>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("size", &self.size)
+            .field("node", &self.node)
+            .field("reuse", &self.reuse)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Pool {
+    /// A node's pool goes with its node: what it held leaves the gauges.
+    fn drop(&mut self) {
+        for (i, gauge) in self.gauges().into_iter().enumerate() {
+            gauge.sub(self.published[i].load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// New clients per second over the last `DEMAND_SECONDS`, in a ring of
+/// one-second buckets (each stamped with the second it counts, so a bucket
+/// left from a minute ago is not read as now).
+struct Demand {
+    epoch: Instant,
+    counts: [u32; DEMAND_SECONDS],
+    seconds: [u64; DEMAND_SECONDS],
+    /// The last client that asked for a connection (at first, the start).
+    last_ask: Instant,
+}
+
+impl Demand {
+    /// The start counts as a second in which `size` clients asked: an app
+    /// opens its own connections as it starts, so the pool starts full and
+    /// sizes itself from what follows.
+    fn new(now: Instant, size: usize) -> Demand {
+        let mut counts = [0; DEMAND_SECONDS];
+        // No second is `u64::MAX` seconds after the epoch.
+        let mut seconds = [u64::MAX; DEMAND_SECONDS];
+        counts[0] = u32::try_from(size).unwrap_or(u32::MAX);
+        seconds[0] = 0;
+        Demand {
+            epoch: now,
+            counts,
+            seconds,
+            last_ask: now,
+        }
+    }
+
+    fn second(&self, now: Instant) -> u64 {
+        (now - self.epoch).as_secs()
+    }
+
+    fn record(&mut self, now: Instant) {
+        let second = self.second(now);
+        let i = (second % DEMAND_SECONDS as u64) as usize;
+        if self.seconds[i] != second {
+            self.seconds[i] = second;
+            self.counts[i] = 0;
+        }
+        self.counts[i] = self.counts[i].saturating_add(1);
+        self.last_ask = now;
+    }
+
+    /// The most clients that asked in one second of the last `DEMAND_SECONDS`.
+    fn peak(&self, now: Instant) -> usize {
+        let second = self.second(now);
+        self.seconds
+            .iter()
+            .zip(self.counts)
+            .filter(|&(&s, _)| s <= second && second - s < DEMAND_SECONDS as u64)
+            .map(|(_, count)| count as usize)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// The pool's target: the busiest recent second's new clients, at least one
+/// while a client asked (or the proxy started) within `KEEP_ONE`, at most
+/// `size`.
+fn target(size: usize, peak: usize, since_last_ask: Duration) -> usize {
+    let floor = usize::from(since_last_ask < KEEP_ONE);
+    peak.max(floor).min(size)
 }
 
 /// How many connections the refill opens now: those missing from `size`
@@ -449,7 +616,57 @@ async fn unsound(stream: &mut Stream) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::to_open;
+    use std::time::{Duration, Instant};
+
+    use super::{target, to_open, Demand, KEEP_ONE};
+
+    #[test]
+    fn the_target_follows_the_busiest_recent_second_within_its_bounds() {
+        let s = Duration::from_secs;
+        // (size, peak, since the last ask) -> target
+        let cases = [
+            ((8, 3, s(1)), 3),
+            ((8, 20, s(1)), 8),
+            // Nobody asked this minute, but within ten: keep one.
+            ((8, 0, s(120)), 1),
+            ((8, 0, KEEP_ONE - s(1)), 1),
+            // Ten quiet minutes: none.
+            ((8, 0, KEEP_ONE), 0),
+            ((0, 5, s(1)), 0),
+            ((1, 5, s(1)), 1),
+        ];
+        for ((size, peak, since), want) in cases {
+            assert_eq!(target(size, peak, since), want, "{size} {peak} {since:?}");
+        }
+    }
+
+    #[test]
+    fn demand_is_the_busiest_second_of_the_last_minute() {
+        let t0 = Instant::now();
+        let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        let mut d = Demand::new(t0, 8);
+        // The start counts as a second in which the pool's size asked.
+        assert_eq!(d.peak(at(0.5)), 8);
+        assert_eq!(d.peak(at(59.9)), 8);
+        assert_eq!(d.peak(at(60.0)), 0);
+        for _ in 0..3 {
+            d.record(at(61.2));
+        }
+        d.record(at(62.0));
+        assert_eq!(d.peak(at(62.5)), 3);
+        assert_eq!(d.last_ask, at(62.0));
+        // Second 61 leaves the window at 121; second 62's one ask remains.
+        assert_eq!(d.peak(at(120.9)), 3);
+        assert_eq!(d.peak(at(121.0)), 1);
+        // A bucket reused a minute later starts again from zero: second
+        // 122 takes second 62's, which held one.
+        d.record(at(121.5));
+        assert_eq!(d.peak(at(121.6)), 1);
+        d.record(at(122.1));
+        d.record(at(122.3));
+        assert_eq!(d.peak(at(122.4)), 2);
+        assert_eq!(d.peak(at(1000.0)), 0);
+    }
 
     #[test]
     fn the_refill_leaves_room_for_connections_that_may_come_back() {

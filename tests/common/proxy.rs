@@ -40,6 +40,17 @@ impl Proxy {
         }
     }
 
+    /// `args` with the warm pool off, for tests that count what each client
+    /// connection costs upstream (connections, AUTHs, signings, handshakes,
+    /// fallbacks) or fault the next upstream connection: the pool's own
+    /// connections would add theirs, or take the fault.
+    pub fn no_pool(args: config::Args) -> config::Args {
+        config::Args {
+            pool_size: Some(0),
+            ..args
+        }
+    }
+
     /// Starts a proxy with default settings in front of `redis`.
     pub async fn start(redis: &RedisServer) -> Proxy {
         Proxy::start_with(Proxy::args(redis), "app-secret-pw").await
