@@ -17,8 +17,13 @@ fn replies(n: usize, value_len: usize) -> Vec<u8> {
     out
 }
 
-fn scan_all(buf: &[u8], read: usize) -> usize {
-    let mut sc = Scanner::new(Side::Reply, 1 << 30);
+/// What redis-benchmark's `-t get` sends: `GET key:__rand_int__`.
+fn gets(n: usize) -> Vec<u8> {
+    b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n".repeat(n)
+}
+
+fn scan_all(side: Side, buf: &[u8], read: usize) -> usize {
+    let mut sc = Scanner::new(side, 1 << 30);
     let (mut frames, mut pos) = (0, 0);
     // Offer the bytes the way socket reads would: `read` at a time.
     let mut end = 0;
@@ -60,14 +65,24 @@ fn median_mbps(bytes: usize, mut f: impl FnMut() -> usize) -> f64 {
 }
 
 fn main() {
-    for (name, n, len) in [
-        ("10k small replies", 10_000, 16),
-        ("100 x 64 KiB values", 100, 64 * 1024),
+    for (name, side, n, buf) in [
+        ("10k GET commands", Side::Request, 10_000, gets(10_000)),
+        (
+            "10k small replies",
+            Side::Reply,
+            10_000,
+            replies(10_000, 16),
+        ),
+        (
+            "100 x 64 KiB values",
+            Side::Reply,
+            100,
+            replies(100, 64 * 1024),
+        ),
     ] {
-        let buf = replies(n, len);
-        assert_eq!(scan_all(&buf, 16 * 1024), n);
+        assert_eq!(scan_all(side, &buf, 16 * 1024), n);
         assert_eq!(decode_all(&buf), n);
-        let scan = median_mbps(buf.len(), || scan_all(&buf, 16 * 1024));
+        let scan = median_mbps(buf.len(), || scan_all(side, &buf, 16 * 1024));
         let decode = median_mbps(buf.len(), || decode_all(&buf));
         println!("{name:>22}: scanner {scan:>9.0} MB/s | redis-protocol decode_range (whole buffer) {decode:>9.0} MB/s");
     }

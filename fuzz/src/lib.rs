@@ -7,7 +7,7 @@
 //! the request scanner's unauthenticated limits; bytes `1..=k` are read
 //! sizes, used in turn (0 means 1); the rest is the byte stream.
 
-use elasticache_auth_proxy::resp::{Scanner, Side};
+use elasticache_auth_proxy::resp::{Head, Scanner, Side};
 
 pub mod reference;
 
@@ -48,6 +48,8 @@ impl<'a> Input<'a> {
 pub struct Scanned {
     /// Lengths of the frames completed, in order.
     pub frames: Vec<usize>,
+    /// The scanner's [`Head`] after each frame (what the session reads).
+    pub heads: Vec<Head>,
     /// The error that stopped the scan, if any.
     pub error: Option<String>,
 }
@@ -66,11 +68,20 @@ impl Scanned {
 }
 
 /// Feeds `stream` to a fresh scanner read by read, re-offering unconsumed
-/// bytes with the next read as the session does.
-pub fn scan(side: Side, max: u64, unauth: bool, stream: &[u8], ends: &[usize]) -> Scanned {
+/// bytes with the next read as the session does. `fast`: with the
+/// scanner's one-pass fast path for whole frames (as the proxy runs it).
+pub fn scan(
+    side: Side,
+    max: u64,
+    unauth: bool,
+    fast: bool,
+    stream: &[u8],
+    ends: &[usize],
+) -> Scanned {
     let mut sc = Scanner::new(side, max);
     sc.set_unauthenticated(unauth);
-    let (mut frames, mut start, mut pos) = (Vec::new(), 0, 0);
+    sc.set_fast_path(fast);
+    let (mut frames, mut heads, mut start, mut pos) = (Vec::new(), Vec::new(), 0, 0);
     for &end in ends {
         while pos < end {
             match sc.advance(&stream[pos..end]) {
@@ -80,6 +91,7 @@ pub fn scan(side: Side, max: u64, unauth: bool, stream: &[u8], ends: &[usize]) -
                     if done {
                         assert!(pos > start, "an empty frame completed");
                         frames.push(pos - start);
+                        heads.push(sc.head());
                         start = pos;
                         assert!(sc.at_boundary());
                     } else if n == 0 {
@@ -89,6 +101,7 @@ pub fn scan(side: Side, max: u64, unauth: bool, stream: &[u8], ends: &[usize]) -
                 Err(e) => {
                     return Scanned {
                         frames,
+                        heads,
                         error: Some(e.0),
                     }
                 }
@@ -99,17 +112,20 @@ pub fn scan(side: Side, max: u64, unauth: bool, stream: &[u8], ends: &[usize]) -
     }
     Scanned {
         frames,
+        heads,
         error: None,
     }
 }
 
 /// Runs the scanner over one input both in the fuzzer's reads and in one
-/// read, and checks the cut into reads changes nothing.
+/// read, and checks the cut into reads changes nothing, and that the
+/// state machine alone (fast path off) makes the same of the whole stream.
 pub fn scan_both(side: Side, max: u64, input: &Input) -> Scanned {
     let chunked = scan(
         side,
         max,
         input.unauthenticated,
+        true,
         input.stream,
         &input.read_ends(),
     );
@@ -117,10 +133,20 @@ pub fn scan_both(side: Side, max: u64, input: &Input) -> Scanned {
         side,
         max,
         input.unauthenticated,
+        true,
         input.stream,
         &[input.stream.len()],
     );
     assert_eq!(chunked, whole, "the cut into reads changed the frames");
+    let slow = scan(
+        side,
+        max,
+        input.unauthenticated,
+        false,
+        input.stream,
+        &[input.stream.len()],
+    );
+    assert_eq!(whole, slow, "the fast path changed the frames");
     chunked
 }
 

@@ -108,6 +108,9 @@ pub struct Scanner {
     arg: u64,
     /// Request side: apply Redis's limits for unauthenticated connections.
     unauthenticated: bool,
+    /// Try [`Scanner::whole`] at each frame start (off only in tests and
+    /// fuzzing, to compare it with the state machine alone).
+    fast: bool,
 }
 
 impl Scanner {
@@ -124,7 +127,15 @@ impl Scanner {
             head: Head::default(),
             arg: 0,
             unauthenticated: false,
+            fast: true,
         }
+    }
+
+    /// Turns the one-pass fast path off (or back on), so that tests and the
+    /// fuzzers can check it against the state machine alone.
+    #[cfg(any(fuzzing, test))]
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast = on;
     }
 
     /// Applies (or lifts) Redis's limits for a connection that must still
@@ -156,6 +167,13 @@ impl Scanner {
         if self.frame_len == 0 {
             self.head = Head::default();
             self.arg = 0;
+            // A frame that starts here and ends in `buf` is read in one
+            // pass; anything else goes through the state machine below.
+            if self.fast {
+                if let Some(n) = self.whole(buf) {
+                    return Ok((n, true));
+                }
+            }
         }
         let mut i = 0;
         while i < buf.len() {
@@ -300,6 +318,26 @@ impl Scanner {
         }
         self.frame_len += i;
         Ok((i, false))
+    }
+
+    /// The fast path: a whole frame at the start of `buf`, read in one pass
+    /// without the state machine (each length line's digits in one loop,
+    /// each payload jumped over by its length). `Some(len)` only for a frame
+    /// the state machine would also end at `len`, with the same [`Head`];
+    /// `None` decides nothing: the frame is incomplete, unusual (inline,
+    /// streamed, attributes, `*0`) or malformed, and the state machine
+    /// scans it from its first byte, with its errors. So the fast path
+    /// never refuses input and changes no state when it declines.
+    fn whole(&mut self, buf: &[u8]) -> Option<usize> {
+        match self.side {
+            Side::Request => {
+                let (len, head) = whole_request(buf, self.max_element, self.unauthenticated)?;
+                self.head = head;
+                self.arg = head.argc;
+                Some(len)
+            }
+            Side::Reply => whole_reply(buf, self.max_element),
+        }
     }
 
     fn finish(&mut self, consumed: usize) -> (usize, bool) {
@@ -572,6 +610,166 @@ impl Scanner {
                 // An attribute precedes the element it describes.
                 return false;
             }
+        }
+    }
+}
+
+/// A request's length line (after its `*` or `$`) at `at`, as the state
+/// machine reads it: 1 to 18 digits with no leading zero, `\r`, and one
+/// byte Redis skips unread. The number and the offset past the line, or
+/// `None` for anything else (a sign, 19 digits, too few bytes).
+#[inline]
+fn request_number(buf: &[u8], at: usize) -> Option<(u64, usize)> {
+    let line = buf.get(at..)?;
+    let mut val = 0u64;
+    let mut n = 0;
+    // At most 19 digits are read, so `val` cannot overflow.
+    while n < 19 {
+        match line.get(n) {
+            Some(&b) if b.is_ascii_digit() => val = val * 10 + u64::from(b - b'0'),
+            _ => break,
+        }
+        n += 1;
+    }
+    if n == 0 || n > 18 || (line[0] == b'0' && n > 1) || line.get(n) != Some(&b'\r') {
+        return None;
+    }
+    let end = at + n + 2;
+    (end <= buf.len()).then_some((val, end))
+}
+
+/// A reply's length line (after its type byte) at `at`, as the state
+/// machine reads it: 1 to 18 digits (leading zeros allowed) or `-1`, then
+/// CRLF. `Some((None, end))` is the null length `-1`.
+#[inline]
+fn reply_number(buf: &[u8], at: usize) -> Option<(Option<u64>, usize)> {
+    let line = buf.get(at..)?;
+    if line.first() == Some(&b'-') {
+        return line.starts_with(b"-1\r\n").then_some((None, at + 4));
+    }
+    let mut val = 0u64;
+    let mut n = 0;
+    while n < 19 {
+        match line.get(n) {
+            Some(&b) if b.is_ascii_digit() => val = val * 10 + u64::from(b - b'0'),
+            _ => break,
+        }
+        n += 1;
+    }
+    if n == 0 || n > 18 || line.get(n..n + 2) != Some(b"\r\n") {
+        return None;
+    }
+    Some((Some(val), at + n + 2))
+}
+
+/// [`Scanner::whole`] for a request: a multibulk of one or more bulk
+/// strings, all in `buf`. Its length and what the state machine would
+/// report as its [`Head`].
+fn whole_request(buf: &[u8], max_element: u64, unauthenticated: bool) -> Option<(usize, Head)> {
+    if buf.first() != Some(&b'*') {
+        return None;
+    }
+    let (argc, mut i) = request_number(buf, 1)?;
+    // `*0` is no command (the state machine's); an argument takes at least
+    // 6 bytes (`$0\r\n\r\n`), so a count `buf` cannot hold is left to the
+    // state machine too, which also bounds the loop below by `buf`.
+    if argc == 0
+        || argc > ((buf.len() - i) / 6) as u64
+        || (unauthenticated && argc > UNAUTH_MAX_ARGS)
+    {
+        return None;
+    }
+    let mut name = None;
+    for k in 0..argc {
+        if buf.get(i) != Some(&b'$') {
+            return None;
+        }
+        let (len, at) = request_number(buf, i + 1)?;
+        if len > max_element || (unauthenticated && len > UNAUTH_MAX_BULK) {
+            return None;
+        }
+        // The argument's two trailing bytes are skipped unread, as Redis
+        // does and the state machine does.
+        let end = usize::try_from(len).ok()?.checked_add(at + 2)?;
+        if end > buf.len() {
+            return None;
+        }
+        if k == 0 {
+            name = Some((at, len as usize));
+        }
+        i = end;
+    }
+    let head = Head {
+        argc,
+        name,
+        name_done: true,
+        inline: false,
+    };
+    Some((i, head))
+}
+
+/// [`Scanner::whole`] for a reply: line types, bulk strings, verbatim
+/// strings and blob errors, and arrays, maps, sets and pushes of them,
+/// nested, all in `buf`. Nesting needs no stack here: one count of the
+/// elements still owed says when the frame ends (an aggregate of n owes n
+/// in its own place). Attributes, streamed types and `.` are left to the
+/// state machine.
+fn whole_reply(buf: &[u8], max_element: u64) -> Option<usize> {
+    let mut owed: usize = 1;
+    // Aggregates opened so far: the state machine's stack is never deeper,
+    // so below MAX_DEPTH it cannot refuse the frame for its depth.
+    let mut aggregates = 0usize;
+    let mut i = 0;
+    loop {
+        let ty = *buf.get(i)?;
+        match ty {
+            b'+' | b'-' | b':' | b',' | b'(' | b'#' | b'_' => {
+                let lf = i + 1 + memchr::memchr(b'\n', &buf[i + 1..])?;
+                // Ended by CRLF, and no longer than the state machine takes.
+                if lf == i + 1 || buf[lf - 1] != b'\r' || (lf + 1 - i) as u64 > max_element {
+                    return None;
+                }
+                i = lf + 1;
+            }
+            b'$' | b'=' | b'!' => {
+                let (len, at) = reply_number(buf, i + 1)?;
+                i = at;
+                if let Some(len) = len {
+                    if len > max_element || (ty == b'=' && len < 4) {
+                        return None;
+                    }
+                    let end = usize::try_from(len).ok()?.checked_add(at + 2)?;
+                    if buf.get(end - 2..end) != Some(b"\r\n") {
+                        return None;
+                    }
+                    i = end;
+                }
+            }
+            b'*' | b'%' | b'~' | b'>' => {
+                let (len, at) = reply_number(buf, i + 1)?;
+                i = at;
+                if let Some(len) = len {
+                    if aggregates >= MAX_DEPTH {
+                        return None;
+                    }
+                    aggregates += 1;
+                    let n = if ty == b'%' { len.checked_mul(2)? } else { len };
+                    // Each element takes at least 3 bytes: a count `buf`
+                    // cannot hold goes to the state machine, and `owed`
+                    // stays at most one more than the bytes left.
+                    let left = buf.len() - i;
+                    if n > left as u64 || owed + n as usize > left + 1 {
+                        return None;
+                    }
+                    owed += n as usize;
+                }
+            }
+            _ => return None,
+        }
+        // This element is one of those owed.
+        owed -= 1;
+        if owed == 0 {
+            return Some(i);
         }
     }
 }
@@ -980,6 +1178,194 @@ mod tests {
         assert_eq!(sc.advance(b"\n").unwrap(), (1, true));
     }
 
+    /// What a scanner reports for `input` offered in reads ending at `cuts`:
+    /// each completed frame's length and head (request side), then the
+    /// error, if one stopped it, or the bytes of a frame left in progress.
+    fn trace(
+        side: Side,
+        max: u64,
+        unauth: bool,
+        fast: bool,
+        input: &[u8],
+        cuts: &[usize],
+    ) -> (Vec<(usize, Head)>, Result<usize, Error>) {
+        let mut sc = Scanner::new(side, max);
+        sc.set_unauthenticated(unauth);
+        sc.set_fast_path(fast);
+        let (mut out, mut start, mut pos) = (Vec::new(), 0, 0);
+        let mut ends: Vec<usize> = cuts.iter().copied().filter(|&c| c < input.len()).collect();
+        ends.push(input.len());
+        for end in ends {
+            while pos < end {
+                match sc.advance(&input[pos..end]) {
+                    Ok((n, done)) => {
+                        pos += n;
+                        if done {
+                            out.push((pos - start, sc.head()));
+                            start = pos;
+                        } else {
+                            assert_eq!(pos, end, "a read not taken whole");
+                            break;
+                        }
+                    }
+                    Err(e) => return (out, Err(e)),
+                }
+            }
+        }
+        (out, Ok(sc.frame_len()))
+    }
+
+    /// The streams the fast path is checked on: every shape it takes, and
+    /// the ones next to them that it must leave to the state machine
+    /// (inline, streamed, attributes, nulls, signs, leading zeros,
+    /// malformed, over the size caps, incomplete at the end).
+    const SHAPES: &[(Side, &[u8])] = &[
+        (Side::Request, b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n"),
+        (Side::Request, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n*1\r\n$4\r\nPING\r\n"),
+        (Side::Request, b"*1\r\n$0\r\n\r\n*2\r\n$4\r\na\r\nb\r\n$2\r\n\r\n\r\n"),
+        (Side::Request, b"*1\rX$4\r\nPING\r\n*1\r\n$4\rXPINGxx*1\r\n$4\r\nPING\r\n"),
+        (Side::Request, b"*0\r\n*-1\r\nPING\r\n\n*1\r\n$4\r\nPING\r\nGET k\n"),
+        (Side::Request, b"*12\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n"),
+        (Side::Request, b"*1\r\n$70\r\n0123456789012345678901234567890123456789012345678901234567890123456789\r\n"),
+        (Side::Request, b"*1\r\n$4\r\nPING\r\n*2\r\n:1\r\n"),
+        (Side::Request, b"*01\r\n"),
+        (Side::Request, b"*1\r\n$05\r\nhello\r\n"),
+        (Side::Request, b"*1\r\n$00\r\n\r\n"),
+        (Side::Request, b"*1\r\n$-5\r\n"),
+        (Side::Request, b"*-0\r\n"),
+        (Side::Request, b"*99999999999\r\n"),
+        (Side::Request, b"*9999999999999999999\r\n"),
+        (Side::Request, b"*1\r\n$1234567890123456789\r\n"),
+        (Side::Request, b"*-9223372036854775808\r\n*1\r\n$1\r\nx\r\n"),
+        (Side::Request, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhel"),
+        (Side::Request, b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r"),
+        (Side::Request, b"*1\r\n$4\r\nPING\r\n*1x\r\n"),
+        (Side::Request, b"*1\r\n$4x\r\nPING\r\n"),
+        (Side::Request, b"*2\r\n$1\r\na\r\n*1\r\n"),
+        (Side::Request, b"*100\r\n$1\r\na\r\n"),
+        (Side::Reply, b"$-1\r\n$3\r\nabc\r\n$0\r\n\r\n+OK\r\n-ERR x\r\n:12\r\n"),
+        (Side::Reply, b"*2\r\n*2\r\n:1\r\n$1\r\na\r\n*0\r\n*1\r\n*1\r\n*1\r\n_\r\n"),
+        (Side::Reply, b"%2\r\n+a\r\n*1\r\n:1\r\n+b\r\n%0\r\n~2\r\n,1.5\r\n(12\r\n>2\r\n+p\r\n#t\r\n"),
+        (Side::Reply, b"*-1\r\n%-1\r\n~-1\r\n>-1\r\n=-1\r\n!-1\r\n*3\r\n$-1\r\n*-1\r\n_\r\n"),
+        (Side::Reply, b"=8\r\ntxt:abcd\r\n!3\r\nerr\r\n$03\r\nabc\r\n*02\r\n:1\r\n:2\r\n"),
+        (Side::Reply, b"$5\r\na\r\nb\r\r\n+a\rb\r\n$2\r\n\r\n\r\n"),
+        (Side::Reply, b"|1\r\n+k\r\n+v\r\n+OK\r\n*1\r\n|1\r\n+a\r\n+b\r\n:1\r\n"),
+        (Side::Reply, b"$?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n.\r\n*2\r\n$?\r\n;1\r\na\r\n;0\r\n:1\r\n"),
+        (Side::Reply, b"*1\r\n:1\r\n$-0\r\n"),
+        (Side::Reply, b"*1\r\n:1\r\n*-2\r\n"),
+        (Side::Reply, b"$3\r\nabcde\r\n"),
+        (Side::Reply, b"$3\r\nabc\n\n"),
+        (Side::Reply, b"+OK\r\n+a\n:1\r\n"),
+        (Side::Reply, b"+OK\r\n+\n"),
+        (Side::Reply, b"+OK\r\n=3\r\nabc\r\n"),
+        (Side::Reply, b"+OK\r\n$1\rXa\r\n"),
+        (Side::Reply, b"*1\r\n;0\r\n"),
+        (Side::Reply, b"*1\r\n.\r\n"),
+        (Side::Reply, b"*1\r\n?x\r\n"),
+        (Side::Reply, b"$12345678901234567890\r\n"),
+        (Side::Reply, b"*1234567890123456789\r\n:1\r\n"),
+        (Side::Reply, b"%9999999999999999999\r\n"),
+        (Side::Reply, b"*3\r\n:1\r\n:2\r\n"),
+        (Side::Reply, b"*1000000\r\n:1\r\n:2\r\n"),
+        (Side::Reply, b"$70\r\n0123456789012345678901234567890123456789012345678901234567890123456789\r\n"),
+        (Side::Reply, b"+0123456789012345678901234567890123456789012345678901234567890123456789\r\n"),
+        (Side::Reply, b"+0123456789012345678901234567890123456789012345678901234567\r\n"),
+        (Side::Reply, b"$5\r\nhel"),
+    ];
+
+    /// The fast path changes nothing: every stream in [`SHAPES`], whole and
+    /// cut at every byte (and at every pair of bytes), with and without
+    /// the unauthenticated limits and with a small size cap, gives the
+    /// frames, heads, errors and bytes in progress of the state machine
+    /// alone on the whole stream.
+    #[test]
+    fn fast_path_agrees_with_the_state_machine_in_every_cut() {
+        let mut fast_frames = 0;
+        for &(side, input) in SHAPES {
+            for (max, unauth) in [(1 << 20, false), (1 << 20, true), (64, false)] {
+                let want = trace(side, max, unauth, false, input, &[]);
+                let whole = trace(side, max, unauth, true, input, &[]);
+                let show = String::from_utf8_lossy(input);
+                assert_eq!(whole, want, "{show:?} max {max} unauth {unauth}");
+                fast_frames += whole.0.len();
+                for a in 1..input.len() {
+                    for fast in [true, false] {
+                        let got = trace(side, max, unauth, fast, input, &[a]);
+                        assert_eq!(got, want, "{show:?} cut at {a}, fast {fast}");
+                    }
+                    for b in a + 1..input.len() {
+                        let got = trace(side, max, unauth, true, input, &[a, b]);
+                        assert_eq!(got, want, "{show:?} cut at {a} and {b}");
+                    }
+                }
+            }
+        }
+        assert!(fast_frames > 100);
+    }
+
+    /// The same on [`SHAPES`] with bytes changed, inserted and removed at
+    /// random: whatever the bytes, the fast path agrees with the state
+    /// machine, whole and in random reads.
+    #[test]
+    fn fast_path_agrees_on_mutated_shapes() {
+        const BYTES: &[u8] = b"\r\n$*:+-_.;?|%~>=!#(,0123456789x";
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        for &(side, input) in SHAPES {
+            for _ in 0..300 {
+                let mut m = input.to_vec();
+                for _ in 0..1 + rng.below(3) {
+                    let at = rng.below(m.len() as u64 + 1) as usize;
+                    let b = BYTES[rng.below(BYTES.len() as u64) as usize];
+                    match rng.below(3) {
+                        0 if at < m.len() => m[at] = b,
+                        1 if at < m.len() => {
+                            m.remove(at);
+                        }
+                        _ => m.insert(at, b),
+                    }
+                }
+                let unauth = rng.below(2) == 0;
+                let want = trace(side, 1 << 20, unauth, false, &m, &[]);
+                let cut = rng.below(m.len() as u64 + 1) as usize;
+                for cuts in [&[][..], &[cut]] {
+                    let got = trace(side, 1 << 20, unauth, true, &m, cuts);
+                    assert_eq!(got, want, "{:?} cuts {cuts:?}", String::from_utf8_lossy(&m));
+                }
+            }
+        }
+    }
+
+    /// The shapes the fast path is for are taken by it, and the ones it
+    /// must not take are left to the state machine.
+    #[test]
+    fn fast_path_takes_what_it_is_for() {
+        let taken = |side: Side, frame: &[u8]| {
+            let mut sc = Scanner::new(side, 1 << 20);
+            sc.whole(frame)
+        };
+        for frame in [
+            &b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n"[..],
+            b"*1\r\n$0\r\n\r\n",
+            b"*1\r\n$4\rXPINGxx",
+        ] {
+            assert_eq!(taken(Side::Request, frame), Some(frame.len()), "{frame:?}");
+        }
+        for frame in [
+            &b"$-1\r\n"[..],
+            b"$3\r\nabc\r\n",
+            b"*2\r\n%1\r\n+a\r\n:1\r\n~0\r\n",
+            b">2\r\n=5\r\ntxt:a\r\n!1\r\nx\r\n",
+        ] {
+            assert_eq!(taken(Side::Reply, frame), Some(frame.len()), "{frame:?}");
+        }
+        for frame in [&b"PING\r\n"[..], b"*0\r\n", b"*1\r\n$4\r\nPIN"] {
+            assert_eq!(taken(Side::Request, frame), None, "{frame:?}");
+        }
+        for frame in [&b"|1\r\n+a\r\n+b\r\n+c\r\n"[..], b"$?\r\n;0\r\n", b"*1\r\n"] {
+            assert_eq!(taken(Side::Reply, frame), None, "{frame:?}");
+        }
+    }
+
     /// A tiny deterministic generator (no extra dependency).
     struct Rng(u64);
     impl Rng {
@@ -1077,6 +1463,11 @@ mod tests {
                 frames(Side::Reply, &stream, &sorted).unwrap(),
                 lens,
                 "cuts {sorted:?}"
+            );
+            // The fast path takes these whole; the state machine alone agrees.
+            assert_eq!(
+                trace(Side::Reply, 1 << 20, false, true, &stream, &[]),
+                trace(Side::Reply, 1 << 20, false, false, &stream, &[]),
             );
         }
     }
