@@ -19,6 +19,7 @@
 # Knobs: WORKLOADS ["p1 p16"]  N_P1 [20000]  N_P16 [100000] requests
 #        CLIENTS [50]  TOP [25] functions listed  BASE_PORT [17300]
 #        KEEP [unset]: a directory to keep the callgrind.out files in
+#        BIN [unset] a proxy binary to profile instead of this tree's build
 # The workloads are benches/compare.sh's: p1 `-c 50 -P 1 -t get`,
 # p16 `-c 50 -P 16 -t get`. Needs what `scripts/deps.sh --bench` installs,
 # valgrind (callgrind_annotate), and strace when present.
@@ -40,7 +41,11 @@ KEEP=${KEEP:-}
 
 . scripts/lib.sh
 
-release_proxy
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  release_proxy
+fi
 mint_cert server
 
 export BENCH_PASSWORD
