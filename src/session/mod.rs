@@ -15,14 +15,19 @@ mod gate;
 pub mod ledger;
 mod open;
 pub mod pool;
+mod read;
 mod reauth;
 pub(crate) use open::is_throttle;
 pub mod refuse;
+pub use read::{Client, Ready};
 
 use std::{
     collections::VecDeque,
+    future::poll_fn,
     io::{self, IoSlice},
+    pin::Pin,
     sync::Arc,
+    task::{ready, Poll},
     time::{Duration, Instant},
 };
 
@@ -39,6 +44,7 @@ use crate::{
 };
 use ledger::{Answer, Done, Ledger, Pending, Rewrite, Route};
 use open::open;
+use read::Sizing;
 use reauth::{InFlight, Purpose};
 
 /// A partial frame this large is forwarded as it arrives instead of held.
@@ -169,15 +175,15 @@ pub const REFUSAL_LINGER: Duration = Duration::from_secs(10);
 /// closes without sending anything (a TCP probe, a port scan) costs no
 /// upstream connection and no AUTH. When the upstream cannot be opened, the
 /// client's commands are answered with the reason (see [`refuse`]).
-pub async fn run<C>(mut client: C, ctx: Arc<Context>, conn: Conn) -> End
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut first = BytesMut::with_capacity(SMALL_CHUNK);
+pub async fn run<C: Client>(mut client: C, ctx: Arc<Context>, conn: Conn) -> End {
+    // Taken when the first bytes are there: a client that connects and
+    // waits holds no buffer either.
+    let mut first = BytesMut::new();
+    let mut sizing = Sizing::default();
     let idle = ctx.limits.idle_timeout;
     let mut drain = ctx.drain.clone();
     tokio::select! {
-        r = client.read_buf(&mut first) => match r {
+        r = poll_fn(|cx| read::poll_read(cx, &mut client, &mut first, &mut sizing)) => match r {
             Ok(0) => return End::ClientClosed,
             Ok(n) => ctx.metrics.bytes.with_label_values(&["to_upstream"]).inc_by(n as u64),
             Err(e) => return End::ClientIo(e),
@@ -412,20 +418,31 @@ impl Out {
 
     /// Writes what it can, or flushes once everything is written.
     async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        poll_fn(|cx| self.poll_write_to(cx, w)).await
+    }
+
+    /// One write (or flush) of [`Out::write_to`]. The slices live only
+    /// while it is polled, on the stack, so a session waiting to write
+    /// carries none in its task.
+    fn poll_write_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        w: &mut W,
+    ) -> Poll<io::Result<()>> {
         if self.queue.is_empty() {
-            w.flush().await?;
+            ready!(Pin::new(w).poll_flush(cx))?;
             self.dirty = false;
-            return Ok(());
+            return Poll::Ready(Ok(()));
         }
-        let slices: Vec<IoSlice<'_>> = self
-            .queue
-            .iter()
-            .take(64)
-            .map(|b| IoSlice::new(b))
-            .collect();
-        let mut n = w.write_vectored(&slices).await?;
+        let mut slices = [IoSlice::new(&[]); 64];
+        let mut count = 0;
+        for (slot, b) in slices.iter_mut().zip(&self.queue) {
+            *slot = IoSlice::new(b);
+            count += 1;
+        }
+        let mut n = ready!(Pin::new(w).poll_write_vectored(cx, &slices[..count]))?;
         if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
         self.len -= n;
         self.dirty = true;
@@ -440,7 +457,7 @@ impl Out {
                 n = 0;
             }
         }
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -595,12 +612,9 @@ impl Relay {
         }
     }
 
-    async fn run<C>(&mut self, client: C, upstream: Stream) -> End
-    where
-        C: AsyncRead + AsyncWrite + Unpin,
-    {
-        let (mut cr, mut cw) = tokio::io::split(client);
-        let (mut ur, mut uw) = tokio::io::split(upstream);
+    async fn run<C: Client>(&mut self, mut client: C, upstream: Stream) -> End {
+        let (mut cr, mut cw) = client.halves();
+        let (mut ur, mut uw) = upstream.split();
         let idle = self.ctx.limits.idle_timeout;
         let idle_sleep = tokio::time::sleep(if idle.is_zero() {
             Duration::MAX / 4
@@ -703,10 +717,6 @@ impl Relay {
             }
             let read_client = self.reads_client();
             let read_up = self.reads_upstream();
-            self.cread.relax(&mut self.cbuf);
-            self.uread.relax(&mut self.ubuf);
-            let cspare = self.cread.reserve(&mut self.cbuf);
-            let uspare = self.uread.reserve(&mut self.ubuf);
             let idle_armed =
                 !idle.is_zero() && self.ledger.is_empty() && self.ledger.state().subs.is_empty();
             tokio::select! {
@@ -726,11 +736,10 @@ impl Relay {
                             .reset(tokio::time::Instant::now() + CLOSE_GRACE);
                     }
                 }
-                r = ur.read_buf(&mut self.ubuf), if read_up => {
+                r = poll_fn(|cx| read::poll_read(cx, &mut ur, &mut self.ubuf, &mut self.uread)), if read_up => {
                     match r {
                         Ok(0) => self.upstream_closed(),
                         Ok(n) => {
-                            self.uread.read(n, uspare);
                             self.bytes_down.inc_by(n as u64);
                             // Nothing was asked of the server after the
                             // client left: a byte from it is a doubt.
@@ -750,7 +759,7 @@ impl Relay {
                         Err(e) => self.fail(Error::upstream(Kind::Io, format!("read: {e}"))),
                     }
                 }
-                r = cr.read_buf(&mut self.cbuf), if read_client => {
+                r = poll_fn(|cx| read::poll_read(cx, &mut cr, &mut self.cbuf, &mut self.cread)), if read_client => {
                     match r {
                         // Like Redis: a client that closes gets no more
                         // replies, but what it sent is still run.
@@ -759,7 +768,6 @@ impl Relay {
                             self.keep_upstream = self.wants_reuse();
                         }
                         Ok(n) => {
-                            self.cread.read(n, cspare);
                             self.bytes_up.inc_by(n as u64);
                             if !idle.is_zero() {
                                 idle_sleep.as_mut().reset(tokio::time::Instant::now() + idle);
@@ -793,7 +801,7 @@ impl Relay {
         if reuse {
             // Both halves come from the one split of the current stream
             // (a migration replaces both), so they join again.
-            self.kept = Some(ur.unsplit(uw));
+            self.kept = ur.unsplit(uw);
         } else {
             let _ = tokio::time::timeout(Duration::from_secs(1), uw.shutdown()).await;
         }
@@ -1555,64 +1563,6 @@ fn reserve(buf: &mut BytesMut) {
     }
 }
 
-/// How much one side's next read asks for. Reads start at [`SMALL_CHUNK`]
-/// and double, up to [`READ_CHUNK`], while each read fills all the room it
-/// was given (the peer has more ready); a read that leaves room means the
-/// socket is drained, and the next one starts small again. Once a grown
-/// buffer is drained it is let go, so a session that relayed a large value
-/// and then idles holds a small buffer, not the largest it ever needed.
-/// Small pipelined traffic never grows past the first size.
-#[derive(Debug)]
-struct Sizing {
-    /// The room the next read asks for.
-    chunk: usize,
-    /// The buffer was given more than [`SMALL_CHUNK`] since it was last
-    /// let go (or was handed over with unknown capacity).
-    grown: bool,
-}
-
-impl Default for Sizing {
-    fn default() -> Self {
-        Sizing {
-            chunk: SMALL_CHUNK,
-            grown: false,
-        }
-    }
-}
-
-impl Sizing {
-    /// Makes room for the next read; returns the room there is.
-    fn reserve(&mut self, buf: &mut BytesMut) -> usize {
-        if buf.capacity() - buf.len() < self.chunk / 4 {
-            buf.reserve(self.chunk);
-        }
-        let spare = buf.capacity() - buf.len();
-        if spare > SMALL_CHUNK {
-            self.grown = true;
-        }
-        spare
-    }
-
-    /// A read of `n` bytes into `spare` bytes of room.
-    fn read(&mut self, n: usize, spare: usize) {
-        self.chunk = if n >= spare {
-            (self.chunk * 2).min(READ_CHUNK)
-        } else {
-            SMALL_CHUNK
-        };
-    }
-
-    /// Lets a grown buffer go once it is empty and the socket was drained:
-    /// the next read gets a fresh small one. The old allocation is freed
-    /// when the last bytes split from it have been written.
-    fn relax(&mut self, buf: &mut BytesMut) {
-        if self.grown && self.chunk == SMALL_CHUNK && buf.is_empty() {
-            *buf = BytesMut::new();
-            self.grown = false;
-        }
-    }
-}
-
 /// The arguments of a complete multibulk command, as slices of `frame`,
 /// read as Redis reads them (see [`resp::scan::args`]).
 fn multibulk_args(frame: &Bytes) -> Vec<Bytes> {
@@ -1699,71 +1649,5 @@ mod tests {
         let size = std::mem::size_of_val(&session);
         // 6.5 KB in a debug build before the boxing, 2.7 KB after.
         assert!(size < 4096, "the session future is {size} bytes");
-    }
-
-    /// One read into `buf` as the relay does it: reserve, `n` bytes arrive
-    /// (at most the room there is), recorded; returns whether it filled the room.
-    fn read(sizing: &mut Sizing, buf: &mut BytesMut, n: usize) -> bool {
-        sizing.relax(buf);
-        let spare = sizing.reserve(buf);
-        let n = n.min(spare);
-        buf.extend_from_slice(&vec![b'x'; n]);
-        sizing.read(n, spare);
-        n == spare
-    }
-
-    #[test]
-    fn small_traffic_never_grows_the_buffer() {
-        let mut sizing = Sizing::default();
-        let mut buf = BytesMut::new();
-        for _ in 0..100 {
-            // A pipelined batch of small commands, forwarded whole.
-            assert!(!read(&mut sizing, &mut buf, 700));
-            buf.clear();
-        }
-        assert!(buf.capacity() <= SMALL_CHUNK, "{}", buf.capacity());
-    }
-
-    #[test]
-    fn a_large_frame_grows_reads_and_a_drained_buffer_goes_back_to_small() {
-        let mut sizing = Sizing::default();
-        let mut buf = BytesMut::new();
-        // A 1 MiB value arriving faster than it is read: each read fills
-        // its room, so the reads grow to READ_CHUNK.
-        let mut left = 1024 * 1024;
-        let mut largest = 0;
-        while left > 0 {
-            let before = buf.len();
-            read(&mut sizing, &mut buf, left);
-            left -= buf.len() - before;
-            largest = largest.max(buf.capacity());
-            // Streamed on: forwarded as it arrives (the relay splits it off).
-            drop(buf.split());
-        }
-        assert!(largest >= READ_CHUNK, "reads grew to {largest}");
-        // The tail of the value left room: the socket is drained. Once the
-        // buffer is empty it is let go, and the next read is small again.
-        read(&mut sizing, &mut buf, 100);
-        drop(buf.split());
-        sizing.relax(&mut buf);
-        assert!(buf.capacity() <= SMALL_CHUNK, "{}", buf.capacity());
-        let spare = sizing.reserve(&mut buf);
-        assert!(spare <= SMALL_CHUNK, "{spare}");
-        assert!(buf.capacity() <= SMALL_CHUNK, "{}", buf.capacity());
-    }
-
-    #[test]
-    fn a_buffer_holding_bytes_is_kept() {
-        let mut sizing = Sizing::default();
-        let mut buf = BytesMut::new();
-        for _ in 0..5 {
-            read(&mut sizing, &mut buf, usize::MAX);
-        }
-        let grown = buf.capacity();
-        assert!(grown > SMALL_CHUNK);
-        // A partial frame stays where it is, in the grown buffer.
-        read(&mut sizing, &mut buf, 10);
-        sizing.relax(&mut buf);
-        assert!(buf.capacity() >= grown && !buf.is_empty());
     }
 }

@@ -24,7 +24,7 @@ use crate::{
     auth::{self, Method},
     error::{Error, Kind},
     resp::{self, reply, ReplyMode, Scanner, Side},
-    upstream::Stream,
+    upstream,
 };
 
 /// Why the proxy sent an AUTH of its own on a live session.
@@ -203,10 +203,10 @@ impl Relay {
     /// connection stays (the new one failed; retried later).
     pub(super) async fn migrate<W: AsyncWrite + Unpin>(
         &mut self,
-        ur: &mut tokio::io::ReadHalf<Stream>,
-        uw: &mut tokio::io::WriteHalf<Stream>,
+        ur: &mut upstream::ReadHalf,
+        uw: &mut upstream::WriteHalf,
         cw: &mut W,
-    ) -> Result<Option<(tokio::io::ReadHalf<Stream>, tokio::io::WriteHalf<Stream>)>, End> {
+    ) -> Result<Option<(upstream::ReadHalf, upstream::WriteHalf)>, End> {
         self.reauth_due = false;
         let started = Instant::now();
         let deadline = tokio::time::Instant::now()
@@ -244,7 +244,7 @@ impl Relay {
                 }
             }
         };
-        let (mut nr, mut nw) = tokio::io::split(stream);
+        let (mut nr, mut nw) = stream.split();
 
         // 2. Restore what the session had, swallowing the confirmations and
         // holding messages that arrive before the switch.
@@ -560,9 +560,7 @@ impl Relay {
     /// so the move must not hide it. The session ends as it would have
     /// with no move under way, with the close (nothing is owed in this
     /// mode), after what the old connection delivered.
-    fn old_gone_mid_move(
-        &mut self,
-    ) -> Option<(tokio::io::ReadHalf<Stream>, tokio::io::WriteHalf<Stream>)> {
+    fn old_gone_mid_move(&mut self) -> Option<(upstream::ReadHalf, upstream::WriteHalf)> {
         warn!(
             conn = self.conn.id,
             "the server closed the connection while the session was being moved; closing"
@@ -582,10 +580,7 @@ impl Relay {
 
     /// A migration could not complete: keep the old connection, try again
     /// later (the server closes it at its age limit otherwise).
-    fn migration_failed(
-        &mut self,
-        why: &str,
-    ) -> Option<(tokio::io::ReadHalf<Stream>, tokio::io::WriteHalf<Stream>)> {
+    fn migration_failed(&mut self, why: &str) -> Option<(upstream::ReadHalf, upstream::WriteHalf)> {
         warn!(
             conn = self.conn.id,
             reason = why,

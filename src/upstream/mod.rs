@@ -6,7 +6,7 @@
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -172,7 +172,7 @@ impl Connector {
         };
         let handshake = Instant::now();
         let tls = tokio::select! {
-            r = connector.connect(name.clone(), tcp) => match r {
+            r = connector.connect(name.clone(), Tcp::new(tcp)) => match r {
                 Ok(tls) => tls,
                 Err(e) => return Err(self.handshake_failed(e, deadline).await),
             },
@@ -604,7 +604,7 @@ impl From<rustls::HandshakeKind> for Handshake {
 
 /// An upstream connection, TLS or (for local development) plain TCP.
 pub enum Stream {
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<Tcp>>),
     /// `heard`: the server has sent something. A TLS port closes on the
     /// first plaintext command without sending a RESP byte.
     Plain {
@@ -616,6 +616,103 @@ pub enum Stream {
 impl Stream {
     fn plain(tcp: TcpStream) -> Stream {
         Stream::Plain { tcp, heard: false }
+    }
+
+    /// Ready when a read may return something (bytes, the end, an error)
+    /// without waiting; `Pending` (and woken when that changes) when a read
+    /// would have to wait for the server. So a reader can take its buffer
+    /// only when there is something to put in it.
+    ///
+    /// With TLS, a read waits only if rustls holds no plaintext and has
+    /// seen no close_notify (`wants_read`), and the last socket read
+    /// returned `WouldBlock` ([`Tcp::blocked`]): tokio-rustls reads the
+    /// socket only while rustls holds no plaintext, decrypts every complete
+    /// record it read, and ends a read that did not fill its buffer only on
+    /// `WouldBlock`, on the end, or on an error (which it returns on the
+    /// next read), each of which leaves a read ready but the first. Then
+    /// only new bytes on the socket can make a read return, and the
+    /// socket's readiness says when. A record with no application data (a
+    /// session ticket) makes a read return `Pending`, as before.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Tls(tls) => {
+                let (io, conn) = tls.get_ref();
+                if io.blocked && conn.wants_read() {
+                    io.tcp.poll_read_ready(cx)
+                } else {
+                    Poll::Ready(Ok(()))
+                }
+            }
+            Stream::Plain { tcp, .. } => tcp.poll_read_ready(cx),
+        }
+    }
+
+    /// Two halves that read and write concurrently, as `tokio::io::split`
+    /// makes, whose read half also has [`ReadHalf::poll_read_ready`].
+    pub fn split(self) -> (ReadHalf, WriteHalf) {
+        let shared = Arc::new(Mutex::new(self));
+        (ReadHalf(shared.clone()), WriteHalf(shared))
+    }
+}
+
+/// The TCP connection under an upstream TLS stream. It notes whether the
+/// last read found the socket drained, which [`Stream::poll_read_ready`]
+/// needs to know.
+pub struct Tcp {
+    tcp: TcpStream,
+    /// The last read returned `WouldBlock` (`Pending`).
+    blocked: bool,
+}
+
+impl Tcp {
+    fn new(tcp: TcpStream) -> Tcp {
+        Tcp {
+            tcp,
+            blocked: false,
+        }
+    }
+}
+
+impl AsyncRead for Tcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.tcp).poll_read(cx, buf);
+        this.blocked = poll.is_pending();
+        poll
+    }
+}
+
+impl AsyncWrite for Tcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
     }
 }
 
@@ -679,6 +776,78 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Plain { tcp: s, .. } => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+/// The reading half of a [`Stream::split`].
+pub struct ReadHalf(Arc<Mutex<Stream>>);
+
+/// The writing half of a [`Stream::split`].
+pub struct WriteHalf(Arc<Mutex<Stream>>);
+
+/// The stream behind a half. A poisoned lock (a panic while it was held,
+/// which nothing here does) still holds a stream in a state some poll left
+/// it in, as after any failed poll.
+fn lock(shared: &Mutex<Stream>) -> MutexGuard<'_, Stream> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ReadHalf {
+    /// [`Stream::poll_read_ready`].
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        lock(&self.0).poll_read_ready(cx)
+    }
+
+    /// The stream again, from the two halves of one split; `None` for
+    /// halves of different streams.
+    pub fn unsplit(self, write: WriteHalf) -> Option<Stream> {
+        if !Arc::ptr_eq(&self.0, &write.0) {
+            return None;
+        }
+        drop(write);
+        Arc::into_inner(self.0).map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *lock(&self.0)).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *lock(&self.0)).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        lock(&self.0).is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_shutdown(cx)
     }
 }
 
