@@ -595,7 +595,10 @@ async fn a_node_listeners_pool_serves_its_clients_and_reuse_clears_readonly() {
         None => panic!("{id} not reused: {ids:?}"),
     };
     let info = text(&again.cmd(&[b"CLIENT", b"INFO"]).await);
-    assert!(info.contains(" flags=N "), "READONLY survived the reuse: {info}");
+    assert!(
+        info.contains(" flags=N "),
+        "READONLY survived the reuse: {info}"
+    );
     assert_eq!(
         text(&again.cmd(&[b"GET", b"{node}:n"]).await),
         format!("-MOVED {slot} {p}")
