@@ -549,6 +549,21 @@ fn replica_of(cluster: &RedisCluster, primary: u16) -> u16 {
         .unwrap_or_else(|| panic!("a replica in {replicas}"))
 }
 
+/// The slot of `key`, its primary's port, and the proxy's listeners for
+/// that primary and for its replica.
+async fn slot_listeners(
+    cluster: &RedisCluster,
+    proxy: &Proxy,
+    key: &str,
+) -> (String, u16, SocketAddr, SocketAddr) {
+    let slot = slot_of(cluster, key);
+    let primary = owner_of(cluster, &slot);
+    let replica = replica_of(cluster, primary);
+    let p = listener_of(proxy, cluster, primary).await;
+    let r = listener_of(proxy, cluster, replica).await;
+    (slot, primary, p, r)
+}
+
 /// Every node listener has a warm pool of its own: a new client of a node
 /// takes a connection to that node already authenticated, and one whose
 /// client left goes back after RESET + AUTH, which clears READONLY (with
@@ -557,11 +572,7 @@ fn replica_of(cluster: &RedisCluster, primary: u16) -> u16 {
 async fn a_node_listeners_pool_serves_its_clients_and_reuse_clears_readonly() {
     let cluster = RedisCluster::start(3, 1);
     let proxy = cluster_proxy(&cluster).await;
-    let slot = slot_of(&cluster, "node");
-    let primary = owner_of(&cluster, &slot);
-    let replica = replica_of(&cluster, primary);
-    let p = listener_of(&proxy, &cluster, primary).await;
-    let r = listener_of(&proxy, &cluster, replica).await;
+    let (slot, _, p, r) = slot_listeners(&cluster, &proxy, "node").await;
     let mut c = Resp::connect(p).await;
     assert_eq!(text(&c.cmd(&[b"SET", b"{node}:n", b"1"]).await), "+OK");
     assert_eq!(text(&c.cmd(&[b"WAIT", b"1", b"5000"]).await), ":1");
@@ -611,11 +622,7 @@ async fn a_node_listeners_pool_serves_its_clients_and_reuse_clears_readonly() {
 async fn node_listeners_serve_readonly_replicas_multi_and_sharded_pubsub_as_direct() {
     let cluster = RedisCluster::start(3, 1);
     let proxy = cluster_proxy(&cluster).await;
-    let slot = slot_of(&cluster, "node");
-    let primary = owner_of(&cluster, &slot);
-    let replica = replica_of(&cluster, primary);
-    let p = listener_of(&proxy, &cluster, primary).await;
-    let r = listener_of(&proxy, &cluster, replica).await;
+    let (slot, primary, p, r) = slot_listeners(&cluster, &proxy, "node").await;
 
     // MULTI on one slot, on its primary's listener.
     let mut c = Resp::connect(p).await;
