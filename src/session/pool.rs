@@ -204,6 +204,8 @@ impl Pool {
         let mut failures = 0u32;
         loop {
             self.retire_aged(&ctx);
+            // The target falls with time alone: the gauge follows it here.
+            self.publish();
             let ready = self.lock().len();
             let (awaited, next_expiry) = self.awaited();
             let missing = to_open(self.target(), ready, awaited);
