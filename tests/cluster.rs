@@ -754,16 +754,34 @@ async fn iam_mode_every_node_listener_is_the_iam_user_and_reauthenticates() {
                 .cmd(&[b"SPUBLISH", b"{iam}:ch", n.as_bytes()])
                 .await,
         );
-        assert_eq!(at, ":1", "message {n} reaches the subscriber");
+        // While the subscriber moves (make-before-break), the server counts
+        // both of its connections, and a message may come twice.
+        assert!(
+            at == ":1" || at == ":2",
+            "message {n} reaches the subscriber: {at}"
+        );
         published += 1;
-        let message = tokio::time::timeout(Duration::from_secs(3), sub.read()).await;
-        received.push(text(&message.expect("the subscriber gets each message")));
+        let want = format!("[smessage,{{iam}}:ch,{n}]");
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), sub.read()).await;
+            let message = text(&message.expect("the subscriber gets each message"));
+            received.push(message.clone());
+            if message == want {
+                break;
+            }
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let want: Vec<String> = (0..published)
         .map(|n| format!("[smessage,{{iam}}:ch,{n}]"))
         .collect();
-    assert_eq!(received, want);
+    // Every message once, in order; a repeat only of the one before, and
+    // no more repeats than the proxy counted as overlap candidates.
+    let mut once = received.clone();
+    once.dedup();
+    assert_eq!(once, want, "{received:?}");
+    let repeats = (received.len() - once.len()) as f64;
+    assert!(repeats <= series(&proxy, "migration_overlap_messages_total").await);
     assert!(series(&proxy, r#"session_migrations_total{outcome="success"}"#).await >= 1.0);
     for (i, emulator) in cluster.emulators.iter().enumerate() {
         assert_eq!(emulator.stat("sessions_expired_total"), 0, "node {i}");
