@@ -249,6 +249,16 @@ pub fn client_sets_no_evict_or_touch(args: &[&[u8]]) -> bool {
         .is_some_and(|sub| c_eq_ignore_case(sub, b"no-evict") || c_eq_ignore_case(sub, b"no-touch"))
 }
 
+/// Whether `CLIENT ...` is `CLIENT TRACKING` (on or off): RESET turns
+/// tracking off but leaves the keys the connection read in the server's
+/// tracking table under its client id, so a later client of the same
+/// connection that turned tracking on would be told of keys it never read.
+/// A connection that ran it is not reused.
+pub fn client_tracks(args: &[&[u8]]) -> bool {
+    args.get(1)
+        .is_some_and(|sub| c_eq_ignore_case(sub, b"tracking"))
+}
+
 /// Refines `SELECT ...` given all its arguments (name included).
 pub fn classify_select(args: &[&[u8]]) -> Class {
     match args {

@@ -1080,6 +1080,9 @@ impl Relay {
         if class == Class::Client && command::client_sets_no_evict_or_touch(&refs) {
             self.tainted = Some("client_no_evict");
         }
+        if class == Class::Client && command::client_tracks(&refs) {
+            self.tainted = Some("client_tracking");
+        }
         // CLIENT and SELECT are refined by their arguments (CLIENT's may
         // make it NulInName).
         let class = match class {
