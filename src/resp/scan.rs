@@ -614,16 +614,13 @@ impl Scanner {
     }
 }
 
-/// A request's length line (after its `*` or `$`) at `at`, as the state
-/// machine reads it: 1 to 18 digits with no leading zero, `\r`, and one
-/// byte Redis skips unread. The number and the offset past the line, or
-/// `None` for anything else (a sign, 19 digits, too few bytes).
-#[inline]
-fn request_number(buf: &[u8], at: usize) -> Option<(u64, usize)> {
-    let line = buf.get(at..)?;
+/// The leading decimal digits of `line`, at most 19 (so the value cannot
+/// overflow), and how many there were. Inlined into both length readers:
+/// it is the fast path's inner loop.
+#[inline(always)]
+fn digits(line: &[u8]) -> (u64, usize) {
     let mut val = 0u64;
     let mut n = 0;
-    // At most 19 digits are read, so `val` cannot overflow.
     while n < 19 {
         match line.get(n) {
             Some(&b) if b.is_ascii_digit() => val = val * 10 + u64::from(b - b'0'),
@@ -631,6 +628,17 @@ fn request_number(buf: &[u8], at: usize) -> Option<(u64, usize)> {
         }
         n += 1;
     }
+    (val, n)
+}
+
+/// A request's length line (after its `*` or `$`) at `at`, as the state
+/// machine reads it: 1 to 18 digits with no leading zero, `\r`, and one
+/// byte Redis skips unread. The number and the offset past the line, or
+/// `None` for anything else (a sign, 19 digits, too few bytes).
+#[inline]
+fn request_number(buf: &[u8], at: usize) -> Option<(u64, usize)> {
+    let line = buf.get(at..)?;
+    let (val, n) = digits(line);
     if n == 0 || n > 18 || (line[0] == b'0' && n > 1) || line.get(n) != Some(&b'\r') {
         return None;
     }
@@ -647,15 +655,7 @@ fn reply_number(buf: &[u8], at: usize) -> Option<(Option<u64>, usize)> {
     if line.first() == Some(&b'-') {
         return line.starts_with(b"-1\r\n").then_some((None, at + 4));
     }
-    let mut val = 0u64;
-    let mut n = 0;
-    while n < 19 {
-        match line.get(n) {
-            Some(&b) if b.is_ascii_digit() => val = val * 10 + u64::from(b - b'0'),
-            _ => break,
-        }
-        n += 1;
-    }
+    let (val, n) = digits(line);
     if n == 0 || n > 18 || line.get(n..n + 2) != Some(b"\r\n") {
         return None;
     }
