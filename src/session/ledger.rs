@@ -345,11 +345,28 @@ pub enum ProxyAuth {
 }
 
 /// The reply ledger of one session.
+///
+/// Plain commands, nearly all of the traffic, are counted rather than
+/// stored one by one: a run of them is one queue entry, and once the head
+/// is a plain command owed its reply, every plain command right behind it
+/// is owed one too and changes nothing, so they wait as a count on the
+/// head (`more`) and each reply only counts down.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    queue: VecDeque<Pending>,
+    /// Entries not yet at the head, in send order, with how many times
+    /// each repeats (more than once only for `Pending::Plain`).
+    queue: VecDeque<(Pending, u32)>,
     head: Option<(Pending, Expect)>,
+    /// Further plain commands that are each owed one reply after the
+    /// head's; non-zero only while the head is `(Plain, One)`.
+    more: u32,
+    /// Every entry: the queue's repeats, the head and `more`.
+    len: usize,
     state: State,
+    /// Tests: every plain command its own entry, as the reference the
+    /// counted form is checked against.
+    #[cfg(test)]
+    one_by_one: bool,
 }
 
 impl Ledger {
@@ -359,16 +376,45 @@ impl Ledger {
 
     /// Records a command (or a local reply) in send order.
     pub fn push(&mut self, p: Pending) {
-        self.queue.push_back(p);
+        self.len += 1;
+        if p == Pending::Plain && self.counts_plain() {
+            if self.queue.is_empty() && self.plain_head() {
+                self.more += 1;
+                return;
+            }
+            if let Some((Pending::Plain, n)) = self.queue.back_mut() {
+                *n += 1;
+                return;
+            }
+        }
+        self.queue.push_back((p, 1));
+    }
+
+    /// The head is a plain command owed one reply. Replies were on when it
+    /// was activated (under OFF or SKIP it would be owed none), and nothing
+    /// changes the state while it waits, so a plain command right behind it
+    /// is owed exactly one reply too and changes nothing either.
+    fn plain_head(&self) -> bool {
+        self.counts_plain() && matches!(self.head, Some((Pending::Plain, Expect::One)))
     }
 
     pub fn state(&self) -> &State {
         &self.state
     }
 
+    #[cfg(not(test))]
+    fn counts_plain(&self) -> bool {
+        true
+    }
+
+    #[cfg(test)]
+    fn counts_plain(&self) -> bool {
+        !self.one_by_one
+    }
+
     /// Entries not yet settled (bounded by the session's pipeline limit).
     pub fn len(&self) -> usize {
-        self.queue.len() + usize::from(self.head.is_some())
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -399,7 +445,7 @@ impl Ledger {
     /// Whether a SYNC/PSYNC has not been answered (or settled unanswered,
     /// under CLIENT REPLY OFF/SKIP) yet.
     pub fn has_sync(&self) -> bool {
-        self.head_is_sync() || self.queue.contains(&Pending::Sync)
+        self.head_is_sync() || self.queue.iter().any(|(p, _)| *p == Pending::Sync)
     }
 
     /// Whether the client is still owed a reply from the server: some
@@ -412,10 +458,14 @@ impl Ledger {
             }
         }
         let mut state = self.state.clone();
-        self.queue.iter().any(|p| {
-            let expect = state.activate(p);
-            state.apply(p, None);
-            *p != Pending::ProxyAuth && expect.is_some()
+        self.queue.iter().any(|(p, n)| {
+            // A repeat after the second meets the state the second left:
+            // a plain command changes at most a pending SKIP.
+            (0..(*n).min(2)).any(|_| {
+                let expect = state.activate(p);
+                state.apply(p, None);
+                *p != Pending::ProxyAuth && expect.is_some()
+            })
         })
     }
 
@@ -429,15 +479,45 @@ impl Ledger {
     /// push and each completed frame.
     pub fn settle(&mut self, mut emit: impl FnMut(&[u8])) {
         while self.head.is_none() {
-            let Some(p) = self.queue.pop_front() else {
+            let Some((front, n)) = self.queue.front_mut() else {
                 return;
             };
+            let p = if *n > 1 {
+                *n -= 1;
+                front.clone()
+            } else {
+                self.queue.pop_front().expect("the front was just seen").0
+            };
             match self.state.activate(&p) {
-                None => self.state.apply(&p, None),
-                Some(Expect::Emit(bytes)) => emit(&bytes),
+                None => {
+                    self.len -= 1;
+                    self.state.apply(&p, None);
+                }
+                Some(Expect::Emit(bytes)) => {
+                    self.len -= 1;
+                    emit(&bytes);
+                }
                 Some(expect) => self.head = Some((p, expect)),
             }
         }
+        // The plain commands right behind a plain head join its count.
+        if self.plain_head() {
+            if let Some(&(Pending::Plain, n)) = self.queue.front() {
+                self.queue.pop_front();
+                self.more += n;
+            }
+        }
+    }
+
+    /// The head entry is done: the next plain command of its count takes
+    /// its place, or the head is empty.
+    fn next_head(&mut self) -> Option<(Pending, Expect)> {
+        self.len -= 1;
+        if self.more > 0 {
+            self.more -= 1;
+            return None;
+        }
+        self.head.take()
     }
 
     /// Routes the frame starting `frame` (possibly incomplete). `None`: more
@@ -487,7 +567,9 @@ impl Ledger {
         match route {
             Route::Unsolicited | Route::Stray => None,
             Route::Confirm => {
-                let Some((
+                let head = self.head.take()?;
+                self.len -= 1;
+                let (
                     p,
                     Expect::Confirm {
                         kind,
@@ -495,7 +577,7 @@ impl Ledger {
                         left,
                         all,
                     },
-                )) = self.head.take()
+                ) = head
                 else {
                     return None;
                 };
@@ -517,6 +599,7 @@ impl Ledger {
                     left <= 1
                 };
                 if !done {
+                    self.len += 1;
                     let left = left.saturating_sub(1);
                     self.head = Some((
                         p,
@@ -530,12 +613,18 @@ impl Ledger {
                 }
                 None
             }
-            Route::Replace => match self.head.take()? {
-                (_, Expect::Replace(bytes)) => Some(Done::Emit(bytes)),
-                _ => None,
-            },
+            Route::Replace => {
+                let (_, expect) = self.head.take()?;
+                self.len -= 1;
+                match expect {
+                    Expect::Replace(bytes) => Some(Done::Emit(bytes)),
+                    _ => None,
+                }
+            }
             Route::Reply | Route::Proxy => {
-                let (p, _) = self.head.take()?;
+                self.head.as_ref()?;
+                // A counted plain command: its reply changes nothing.
+                let (p, _) = self.next_head()?;
                 self.state.apply(&p, Some(frame));
                 (p == Pending::ProxyAuth).then(|| {
                     Done::ProxyAuth(if frame.starts_with(b"+OK") {
@@ -980,6 +1069,90 @@ mod tests {
             (1, 1, 0)
         );
         assert!(!l.state().quiet());
+    }
+
+    /// The counted form of plain commands against one entry per command,
+    /// on random scripts of every kind of entry and of server frame: the
+    /// same routes, the same frames and local replies to the client, the
+    /// same state, length and owed replies after every step.
+    #[test]
+    fn counted_plain_commands_match_one_entry_each() {
+        let pendings = [
+            Pending::Plain,
+            Pending::Plain,
+            Pending::Plain,
+            Pending::Plain,
+            Pending::Hello { proto: Some(3) },
+            Pending::ClientReply(ReplyMode::Off),
+            Pending::ClientReply(ReplyMode::On),
+            Pending::ClientReply(ReplyMode::Skip),
+            Pending::Select(2),
+            Pending::Reset,
+            sub(PubSub::Channel, false, 2),
+            sub(PubSub::Channel, true, 0),
+            Pending::Multi,
+            Pending::Exec,
+            Pending::Discard,
+            Pending::Sync,
+            local_auth(),
+            standin_auth(),
+            Pending::Empty,
+            Pending::ProxyAuth,
+        ];
+        let frames: [&[u8]; 8] = [
+            b"+OK\r\n",
+            b":1\r\n",
+            b"-ERR no\r\n",
+            b"+QUEUED\r\n",
+            b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
+            b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nm\r\n",
+            b">3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nm\r\n",
+        ];
+        // xorshift: the same scripts on every run.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut counted_somewhere = false;
+        for script in 0..2000 {
+            let mut counted = Ledger::new();
+            let mut reference = Ledger {
+                one_by_one: true,
+                ..Ledger::new()
+            };
+            for step in 0..60 {
+                let mut seen = [Vec::new(), Vec::new()];
+                let push = next(3) > 0;
+                let (p, f) = (
+                    pendings[next(pendings.len())].clone(),
+                    frames[next(frames.len())],
+                );
+                for (l, seen) in [&mut counted, &mut reference].into_iter().zip(&mut seen) {
+                    if push {
+                        l.push(p.clone());
+                    } else {
+                        let route = l.route(f).expect("a whole frame routes");
+                        let done = l.complete(f, route);
+                        seen.push(format!("{route:?} {done:?}"));
+                    }
+                    l.settle(|b| seen.push(String::from_utf8_lossy(b).into_owned()));
+                }
+                counted_somewhere |= counted.more > 0;
+                let at = format!("script {script} step {step}");
+                assert_eq!(seen[0], seen[1], "{at}");
+                assert_eq!(counted.state(), reference.state(), "{at}");
+                assert_eq!(counted.len(), reference.len(), "{at}");
+                assert_eq!(counted.owes_client(), reference.owes_client(), "{at}");
+                assert_eq!(counted.has_sync(), reference.has_sync(), "{at}");
+                assert_eq!(counted.head_is_plain(), reference.head_is_plain(), "{at}");
+                assert_eq!(counted.wants_settle(), reference.wants_settle(), "{at}");
+            }
+        }
+        assert!(counted_somewhere, "no script counted plain commands");
     }
 
     #[test]
