@@ -175,7 +175,52 @@ pub const REFUSAL_LINGER: Duration = Duration::from_secs(10);
 /// closes without sending anything (a TCP probe, a port scan) costs no
 /// upstream connection and no AUTH. When the upstream cannot be opened, the
 /// client's commands are answered with the reason (see [`refuse`]).
-pub async fn run<C: Client>(mut client: C, ctx: Arc<Context>, conn: Conn) -> End {
+pub async fn run<C: Client>(client: C, ctx: Arc<Context>, conn: Conn) -> End {
+    // The setup is a function of its own: its locals (the first read, the
+    // pool's answer, the open result) then share the task's space with the
+    // relay instead of adding to it, and an idle session's task stays in a
+    // smaller allocator class (the session future is 2,080 bytes against
+    // 2,784 with them).
+    let (mut relay, client, upstream) = match start(client, ctx, conn).await {
+        Ok(started) => started,
+        Err(end) => return end,
+    };
+    let end = relay.run(client, upstream).await;
+    let kept = relay.kept.take();
+    let (ctx, conn) = (relay.ctx.clone(), relay.conn.clone());
+    // The session's gauges go now: what follows is the pool's.
+    drop(relay);
+    if let Some(pool) = conn.pool.as_ref().filter(|p| p.reuses()) {
+        match kept {
+            // The client has gone and was owed nothing: the tail of the
+            // session makes the connection fresh for the next one (boxed:
+            // it is larger than anything else the task awaits).
+            Some(stream) => Box::pin(pool.give_back(&ctx, &conn, stream)).await,
+            // A client that left something owed, or made a protocol error.
+            None if matches!(
+                end,
+                End::ClientClosed | End::ClientProtocol | End::ClientIo(_)
+            ) && !*ctx.drain.borrow() =>
+            {
+                ctx.metrics
+                    .pool_discards
+                    .with_label_values(&["reuse_refused"])
+                    .inc();
+            }
+            None => {}
+        }
+    }
+    end
+}
+
+/// A session up to its relay: the first bytes, the client gate, and an
+/// upstream connection (warm from the pool or opened now). A session that
+/// ends before it relays returns how.
+async fn start<C: Client>(
+    mut client: C,
+    ctx: Arc<Context>,
+    conn: Conn,
+) -> Result<(Relay, C, Stream), End> {
     // Taken when the first bytes are there: a client that connects and
     // waits holds no buffer either.
     let mut first = BytesMut::new();
@@ -184,13 +229,13 @@ pub async fn run<C: Client>(mut client: C, ctx: Arc<Context>, conn: Conn) -> End
     let mut drain = ctx.drain.clone();
     tokio::select! {
         r = poll_fn(|cx| read::poll_read(cx, &mut client, &mut first, &mut sizing)) => match r {
-            Ok(0) => return End::ClientClosed,
+            Ok(0) => return Err(End::ClientClosed),
             Ok(n) => ctx.metrics.bytes.with_label_values(&["to_upstream"]).inc_by(n as u64),
-            Err(e) => return End::ClientIo(e),
+            Err(e) => return Err(End::ClientIo(e)),
         },
-        () = tokio::time::sleep(idle), if !idle.is_zero() => return End::Idle,
+        () = tokio::time::sleep(idle), if !idle.is_zero() => return Err(End::Idle),
         // Nothing owed, nothing sent: a draining proxy just closes.
-        Ok(_) = drain.wait_for(|d| *d) => return End::Drained,
+        Ok(_) = drain.wait_for(|d| *d) => return Err(End::Drained),
     }
     if looks_like_tls(&first) {
         ctx.metrics.client_tls_refused.inc();
@@ -198,14 +243,14 @@ pub async fn run<C: Client>(mut client: C, ctx: Arc<Context>, conn: Conn) -> End
             "client spoke TLS; use redis:// (plaintext) to the proxy, which does the TLS upstream"
         );
         let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
-        return End::ClientTls;
+        return Err(End::ClientTls);
     }
     // With a client password, only a client that knows it costs an
     // upstream connection (and an IAM authentication).
     let passed = match ctx.client_password {
         Some(_) => match Box::pin(gate::gate(&mut client, &ctx, &conn, &mut first)).await {
             Ok(passed) => Some(passed),
-            Err(end) => return end,
+            Err(end) => return Err(end),
         },
         None => None,
     };
@@ -245,7 +290,7 @@ pub async fn run<C: Client>(mut client: C, ctx: Arc<Context>, conn: Conn) -> End
             let refusal =
                 refuse::answer_with(client, first, line, REFUSAL_LINGER, ctx.limits.max_frame);
             Box::pin(refusal).await;
-            return End::Upstream(e);
+            return Err(End::Upstream(e));
         }
     };
     let mut relay = Relay::new(ctx, pending, method, conn);
@@ -256,31 +301,7 @@ pub async fn run<C: Client>(mut client: C, ctx: Arc<Context>, conn: Conn) -> End
         relay.set_local_authed(true);
     }
     relay.cbuf = first;
-    let end = relay.run(client, upstream).await;
-    let kept = relay.kept.take();
-    let (ctx, conn) = (relay.ctx.clone(), relay.conn.clone());
-    // The session's gauges go now: what follows is the pool's.
-    drop(relay);
-    if let Some(pool) = conn.pool.as_ref().filter(|p| p.reuses()) {
-        match kept {
-            // The client has gone and was owed nothing: the tail of the
-            // session makes the connection fresh for the next one.
-            Some(stream) => pool.give_back(&ctx, &conn, stream).await,
-            // A client that left something owed, or made a protocol error.
-            None if matches!(
-                end,
-                End::ClientClosed | End::ClientProtocol | End::ClientIo(_)
-            ) && !*ctx.drain.borrow() =>
-            {
-                ctx.metrics
-                    .pool_discards
-                    .with_label_values(&["reuse_refused"])
-                    .inc();
-            }
-            None => {}
-        }
-    }
-    end
+    Ok((relay, client, upstream))
 }
 
 /// Opens and authenticates one upstream connection as a session would,
@@ -616,24 +637,19 @@ impl Relay {
         let (mut cr, mut cw) = client.halves();
         let (mut ur, mut uw) = upstream.split();
         let idle = self.ctx.limits.idle_timeout;
-        let idle_sleep = tokio::time::sleep(if idle.is_zero() {
-            Duration::MAX / 4
-        } else {
-            idle
-        });
-        tokio::pin!(idle_sleep);
-        // Armed once the session starts closing: a peer that stops reading
+        // One timer serves every deadline: the idle timeout, the end of a
+        // re-auth hold window, the re-auth itself and the close grace. Each
+        // is kept as an instant and the timer is set to the earliest that
+        // is armed (a timer is 112 bytes of every idle session's task).
+        let timer = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(timer);
+        let mut timer_at: Option<Instant> = None;
+        let mut idle_at = (!idle.is_zero()).then(|| Instant::now() + idle);
+        // Set once the session starts closing: a peer that stops reading
         // cannot hold it open.
-        let close_sleep = tokio::time::sleep(Duration::MAX / 4);
-        tokio::pin!(close_sleep);
-        let mut close_armed = false;
-        // Fires when a re-authentication is due (IAM sessions).
+        let mut close_at: Option<Instant> = None;
+        // Sets `reauth_at` (IAM sessions).
         self.schedule_reauth();
-        let reauth_sleep = tokio::time::sleep(Duration::MAX / 4);
-        tokio::pin!(reauth_sleep);
-        let mut reauth_armed_for: Option<Instant> = None;
-        let hold_sleep = tokio::time::sleep(Duration::MAX / 4);
-        tokio::pin!(hold_sleep);
         let mut drain = self.ctx.drain.clone();
         // The relay ended with the connection kept for the warm pool.
         let mut reuse = false;
@@ -684,11 +700,8 @@ impl Relay {
                 self.up_shut = true;
                 let _ = tokio::time::timeout(Duration::from_secs(1), uw.shutdown()).await;
             }
-            if !close_armed && (self.closing.is_some() || self.finishing.is_some()) {
-                close_armed = true;
-                close_sleep
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + CLOSE_GRACE);
+            if close_at.is_none() && (self.closing.is_some() || self.finishing.is_some()) {
+                close_at = Some(Instant::now() + CLOSE_GRACE);
             }
             self.try_reauth();
             if self.wants_migration() {
@@ -705,20 +718,28 @@ impl Relay {
                 }
                 continue;
             }
-            if self.reauth_at != reauth_armed_for {
-                reauth_armed_for = self.reauth_at;
-                if let Some(at) = self.reauth_at {
-                    reauth_sleep.as_mut().reset(at.into());
-                }
-            }
-            let hold_ends = self.hold_ends();
-            if let Some(at) = hold_ends {
-                hold_sleep.as_mut().reset(at.into());
-            }
             let read_client = self.reads_client();
             let read_up = self.reads_upstream();
             let idle_armed =
                 !idle.is_zero() && self.ledger.is_empty() && self.ledger.state().subs.is_empty();
+            // The hold window's end only wakes the relay: client commands
+            // flow again.
+            let next = [
+                idle_at.filter(|_| idle_armed),
+                self.hold_ends(),
+                self.reauth_at,
+                close_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            // Only ever moved earlier: a deadline that moved later (the
+            // idle timeout after each read) is met by firing early, finding
+            // nothing due and setting the timer again.
+            if let Some(at) = next.filter(|&at| timer_at.is_none_or(|armed| at < armed)) {
+                timer_at = next;
+                timer.as_mut().reset(at.into());
+            }
             tokio::select! {
                 biased;
                 r = self.to_client.write_to(&mut cw), if self.to_client.busy() => {
@@ -731,9 +752,7 @@ impl Relay {
                         self.fail(Error::upstream(Kind::Io, format!("write: {e}")));
                     } else if self.finishing.is_some() {
                         // The server is still taking commands: not stuck.
-                        close_sleep
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + CLOSE_GRACE);
+                        close_at = Some(Instant::now() + CLOSE_GRACE);
                     }
                 }
                 r = poll_fn(|cx| read::poll_read(cx, &mut ur, &mut self.ubuf, &mut self.uread)), if read_up => {
@@ -746,9 +765,7 @@ impl Relay {
                             self.keep_upstream = false;
                             if self.finishing.is_some() {
                                 // Still delivering owed replies: not stuck.
-                                close_sleep
-                                    .as_mut()
-                                    .reset(tokio::time::Instant::now() + CLOSE_GRACE);
+                                close_at = Some(Instant::now() + CLOSE_GRACE);
                             }
                             if let Err(e) = self.on_upstream_bytes() {
                                 self.fail(e);
@@ -770,26 +787,34 @@ impl Relay {
                         Ok(n) => {
                             self.bytes_up.inc_by(n as u64);
                             if !idle.is_zero() {
-                                idle_sleep.as_mut().reset(tokio::time::Instant::now() + idle);
+                                idle_at = Some(Instant::now() + idle);
                             }
                             self.on_client_bytes();
                         }
                         Err(e) => break End::ClientIo(e),
                     }
                 }
-                () = &mut idle_sleep, if idle_armed => break End::Idle,
-                // The hold window closed: client commands flow again.
-                () = &mut hold_sleep, if hold_ends.is_some() => {}
-                () = &mut reauth_sleep, if reauth_armed_for.is_some() => {
-                    reauth_armed_for = None;
-                    self.reauth_timer_fired();
-                }
-                () = &mut close_sleep, if close_armed => {
-                    break self
-                        .closing
-                        .take()
-                        .or_else(|| self.finishing.take())
-                        .unwrap_or(End::ClientClosed);
+                () = &mut timer, if timer_at.is_some() => {
+                    // A timer never fires before its instant. Every
+                    // deadline that passed is acted on (or, for a hold
+                    // window, is over) and no longer armed; one that moved
+                    // later is set again above.
+                    timer_at = None;
+                    let now = Instant::now();
+                    let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+                    if idle_armed && due(idle_at) {
+                        break End::Idle;
+                    }
+                    if due(self.reauth_at) {
+                        self.reauth_timer_fired();
+                    }
+                    if due(close_at) {
+                        break self
+                            .closing
+                            .take()
+                            .or_else(|| self.finishing.take())
+                            .unwrap_or(End::ClientClosed);
+                    }
                 }
                 Ok(r) = drain.wait_for(|d| *d), if !self.draining => {
                     drop(r);
@@ -1650,7 +1675,12 @@ mod tests {
         };
         let session = run(client, ctx, conn);
         let size = std::mem::size_of_val(&session);
-        // 6.5 KB in a debug build before the boxing, 2.7 KB after.
-        assert!(size < 4096, "the session future is {size} bytes");
+        // 6.5 KB in a debug build before the boxing, 2.7 KB after, 2.1 KB
+        // with one timer and the setup in a function of its own (2,080
+        // bytes in a release build). The task cell adds about 200 bytes
+        // (tokio's header and trailer, the span, the spawned block) and is
+        // rounded up to 128: up to here it stays in jemalloc's 2,560-byte
+        // class, 512 bytes an idle session below the next.
+        assert!(size <= 2304, "the session future is {size} bytes");
     }
 }
