@@ -421,6 +421,18 @@ impl Ledger {
         self.len() == 0
     }
 
+    /// The queue holds room it is not using.
+    pub fn has_spare(&self) -> bool {
+        self.queue.capacity() > 0
+    }
+
+    /// Lets an empty queue's room go (an idle session then holds none).
+    pub fn trim(&mut self) {
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+    }
+
     /// True while the head entry is a plain command: its reply needs no look
     /// inside, so it may be forwarded while still arriving.
     pub fn head_is_plain(&self) -> bool {

@@ -69,6 +69,10 @@ const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is 
 const RESET: &[u8] = b"+RESET\r\n";
 /// A closing session gets this long to deliver its last bytes.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long after it grew room a session's queues (the two write queues,
+/// the ledger, the in-flight re-auths) keep it: one check a second while
+/// busy, and an idle session gives its room back once.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 /// What every session shares.
 pub struct Context {
@@ -437,6 +441,13 @@ impl Out {
         !self.queue.is_empty() || self.dirty
     }
 
+    /// Lets an empty queue's room go.
+    fn trim(&mut self) {
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+    }
+
     /// Writes what it can, or flushes once everything is written.
     async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
         poll_fn(|cx| self.poll_write_to(cx, w)).await
@@ -648,6 +659,8 @@ impl Relay {
         // Set once the session starts closing: a peer that stops reading
         // cannot hold it open.
         let mut close_at: Option<Instant> = None;
+        // Set while a queue holds room: when to let what is empty go.
+        let mut trim_at: Option<Instant> = None;
         // Sets `reauth_at` (IAM sessions).
         self.schedule_reauth();
         let mut drain = self.ctx.drain.clone();
@@ -722,6 +735,9 @@ impl Relay {
             let read_up = self.reads_upstream();
             let idle_armed =
                 !idle.is_zero() && self.ledger.is_empty() && self.ledger.state().subs.is_empty();
+            if trim_at.is_none() && self.has_spare() {
+                trim_at = Some(Instant::now() + TRIM_AFTER);
+            }
             // The hold window's end only wakes the relay: client commands
             // flow again.
             let next = [
@@ -729,6 +745,7 @@ impl Relay {
                 self.hold_ends(),
                 self.reauth_at,
                 close_at,
+                trim_at,
             ]
             .into_iter()
             .flatten()
@@ -807,6 +824,12 @@ impl Relay {
                     }
                     if due(self.reauth_at) {
                         self.reauth_timer_fired();
+                    }
+                    if due(trim_at) {
+                        // A queue still in use keeps its room and is
+                        // looked at again in a second.
+                        trim_at = None;
+                        self.trim();
                     }
                     if due(close_at) {
                         break self
@@ -899,6 +922,25 @@ impl Relay {
     /// while the client is slow to take what is queued for it.
     fn reads_upstream(&self) -> bool {
         self.closing.is_none() && self.to_client.len < HIGH_WATER
+    }
+
+    /// A queue holds room (see [`TRIM_AFTER`]).
+    fn has_spare(&self) -> bool {
+        self.to_client.queue.capacity() > 0
+            || self.to_up.queue.capacity() > 0
+            || self.proxy_auths.capacity() > 0
+            || self.ledger.has_spare()
+    }
+
+    /// Lets the room of every empty queue go: an idle session holds about
+    /// 450 bytes less (measured with heaptrack; `benches/memory.sh`).
+    fn trim(&mut self) {
+        self.to_client.trim();
+        self.to_up.trim();
+        if self.proxy_auths.is_empty() {
+            self.proxy_auths = VecDeque::new();
+        }
+        self.ledger.trim();
     }
 
     /// Every reply owed has been delivered or queued, and nothing is half
