@@ -127,3 +127,50 @@ async fn large_values_then_idle_then_small_commands_keep_working() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(text(&c.cmd(&[b"DBSIZE"]).await), ":2");
 }
+
+/// `--idle-timeout` closes a session that has sent nothing for that long
+/// and is owed nothing, as redis-server's `timeout` does: each command
+/// pushes the deadline back, and a client blocked on the reply it is owed,
+/// or subscribed, is not idle. (The relay keeps every deadline on one
+/// timer; this is the one a client sees.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_only_quiet_sessions_that_are_owed_nothing() {
+    use std::time::{Duration, Instant};
+    let redis = RedisServer::start(RedisOptions::default());
+    let args = elasticache_auth_proxy::config::Args {
+        idle_timeout: Some("1s".parse().unwrap()),
+        ..Proxy::args(&redis)
+    };
+    let proxy = Proxy::start_with(args, "app-secret-pw").await;
+    let mut idle = Resp::connect(proxy.addr).await;
+    let mut busy = Resp::connect(proxy.addr).await;
+    let mut blocked = Resp::connect(proxy.addr).await;
+    let mut subscriber = Resp::connect(proxy.addr).await;
+    assert_eq!(text(&idle.cmd(&[b"PING"]).await), "+PONG");
+    blocked.send(&[b"BLPOP", b"idle:list", b"0"]).await;
+    assert_eq!(
+        text(&subscriber.cmd(&[b"SUBSCRIBE", b"idle:ch"]).await),
+        "[subscribe,idle:ch,1]"
+    );
+    let start = Instant::now();
+    // A command every 300 ms for 2.4 s: never idle for a second.
+    while start.elapsed() < Duration::from_millis(2400) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(text(&busy.cmd(&[b"PING"]).await), "+PONG");
+    }
+    assert!(idle.read_closed().await, "the idle session is still open");
+    // The blocked and the subscribed sessions were kept: both still get
+    // what is sent to them.
+    assert_eq!(text(&busy.cmd(&[b"LPUSH", b"idle:list", b"v"]).await), ":1");
+    assert_eq!(text(&blocked.read().await), "[idle:list,v]");
+    assert_eq!(text(&busy.cmd(&[b"PUBLISH", b"idle:ch", b"m"]).await), ":1");
+    assert_eq!(text(&subscriber.read().await), "[message,idle:ch,m]");
+    // Once the busy client stops, it is closed in its turn.
+    let quiet = Instant::now();
+    assert!(busy.read_closed().await, "the busy session never closed");
+    let after = quiet.elapsed();
+    assert!(
+        after >= Duration::from_millis(800) && after < Duration::from_secs(3),
+        "closed {after:?} after its last command"
+    );
+}

@@ -414,6 +414,15 @@ pub(crate) async fn read_reply<S: AsyncRead + Unpin>(
     }
 }
 
+/// The earlier of two deadlines, either of which may be unset.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 /// A TLS record carrying a ClientHello: a handshake record (0x16) of TLS
 /// 1.0 to 1.3 (0x03 0x01..0x04 on the wire). No RESP command starts so.
 fn looks_like_tls(first: &[u8]) -> bool {
@@ -740,16 +749,14 @@ impl Relay {
             }
             // The hold window's end only wakes the relay: client commands
             // flow again.
-            let next = [
-                idle_at.filter(|_| idle_armed),
-                self.hold_ends(),
-                self.reauth_at,
-                close_at,
-                trim_at,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let mut next = earliest(self.reauth_at, close_at);
+            next = earliest(next, trim_at);
+            if idle_armed {
+                next = earliest(next, idle_at);
+            }
+            if self.hold_since.is_some() {
+                next = earliest(next, self.hold_ends());
+            }
             // Only ever moved earlier: a deadline that moved later (the
             // idle timeout after each read) is met by firing early, finding
             // nothing due and setting the timer again.
