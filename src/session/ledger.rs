@@ -428,9 +428,7 @@ impl Ledger {
 
     /// Lets an empty queue's room go (an idle session then holds none).
     pub fn trim(&mut self) {
-        if self.queue.is_empty() {
-            self.queue = VecDeque::new();
-        }
+        super::let_go(&mut self.queue);
     }
 
     /// True while the head entry is a plain command: its reply needs no look

@@ -423,6 +423,13 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
+/// Lets the room of a queue go if it is empty (see [`TRIM_AFTER`]).
+fn let_go<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() {
+        *queue = VecDeque::new();
+    }
+}
+
 /// A TLS record carrying a ClientHello: a handshake record (0x16) of TLS
 /// 1.0 to 1.3 (0x03 0x01..0x04 on the wire). No RESP command starts so.
 fn looks_like_tls(first: &[u8]) -> bool {
@@ -452,9 +459,7 @@ impl Out {
 
     /// Lets an empty queue's room go.
     fn trim(&mut self) {
-        if self.queue.is_empty() {
-            self.queue = VecDeque::new();
-        }
+        let_go(&mut self.queue);
     }
 
     /// Writes what it can, or flushes once everything is written.
@@ -754,9 +759,7 @@ impl Relay {
             if idle_armed {
                 next = earliest(next, idle_at);
             }
-            if self.hold_since.is_some() {
-                next = earliest(next, self.hold_ends());
-            }
+            next = earliest(next, self.hold_ends());
             // Only ever moved earlier: a deadline that moved later (the
             // idle timeout after each read) is met by firing early, finding
             // nothing due and setting the timer again.
@@ -944,9 +947,7 @@ impl Relay {
     fn trim(&mut self) {
         self.to_client.trim();
         self.to_up.trim();
-        if self.proxy_auths.is_empty() {
-            self.proxy_auths = VecDeque::new();
-        }
+        let_go(&mut self.proxy_auths);
         self.ledger.trim();
     }
 
